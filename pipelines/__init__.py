@@ -1,0 +1,1 @@
+"""Apache Beam pipelines (installed as ``skypile.pipelines``): thin shells around skypile."""

@@ -1,0 +1,65 @@
+"""The ``skypile`` console script: one command, one subcommand per job.
+
+Subcommands are looked up by module name and imported only when used, so ``skypile
+--help`` is instant and the core package never imports Beam or torch by itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+# name -> (module with run(argv) -> int, one-line summary)
+COMMANDS = {
+    "web": ("skypile.pipelines.web",
+            "WARC/WET/JSONL/Parquet -> clean documents (Beam pipeline; extraction stage)"),
+}
+
+USAGE = """usage: skypile COMMAND [options]   (skypile COMMAND --help for each)
+
+Build bilingual (English + Chinese) pretraining corpora the Skywork-13B way.
+
+commands:
+{commands}
+
+Start with:  skypile web --input 'data/*.warc.gz' --output out/web
+"""
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def _quiet_imports() -> None:
+    # Beam logs optional-dependency warnings (GCP clients) at import; they are not ours.
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if argv else 2)
+    if argv[0] in ("-V", "--version"):
+        from skypile import __version__
+        print(f"skypile {__version__}")
+        sys.exit(0)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"skypile: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        sys.exit(2)
+    _quiet_imports()
+    module = importlib.import_module(COMMANDS[name][0])
+    level = os.environ.get("SKYPILE_LOG", "INFO").upper()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    logging.getLogger("skypile").setLevel(level)
+    sys.exit(module.run(rest))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The PyTorch trainer (installed as ``skypile.trainer``). Reads shards via ``skypile``."""
