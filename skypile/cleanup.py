@@ -48,7 +48,8 @@ _BREADCRUMB = re.compile(
     r"^\s*(?:当前位置|您的位置|您现在的位置|你的位置|你现在的位置|现在位置|所在位置|位置)\s*[:：]"
     r"|^\s*(?:首页|主页|home)\s*(?:>|>>|->|»|›|＞|/)", re.I)
 _COPYRIGHT = re.compile(
-    r"copyright|©|\(c\)\s*\d{4}|all rights reserved|版权所有|版权声明|不得转载|未经授权"
+    r"copyright\s*(?:©|\(c\)|\d{4}|@)|©|\(c\)\s*\d{4}|all rights reserved|版权所有|版权声明"
+    r"|不得转载|未经授权"
     r"|icp\s*(?:备|证)|京公网安备|增值电信业务", re.I)
 _CONTACT = re.compile(
     r"(?:电话|传真|邮编|邮箱|地址|联系人|联系我们|客服|热线|e-?mail|tel\b|phone|fax|contact us)"

@@ -1,0 +1,67 @@
+"""The web pipeline's DoFns under a real Beam runner (TestPipeline + assert_that)."""
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from skypile.extract import ExtractConfig
+from skypile.pipelines.common import REJECTS, STATS, WriteStats, local_runner
+from skypile.pipelines.web import Extract, ReadFile
+from skypile.readers import RawRecord, ReaderOptions
+from warcgen import ARTICLE, gz, http_response, record
+
+
+def pipeline():
+    return TestPipeline(runner=local_runner())
+
+
+def test_read_file_splits_records_rejects_and_counts(tmp_path):
+    f = tmp_path / "a.warc.gz"
+    good = gz(record(http_response(ARTICLE), url="http://a.example/1"))
+    req = gz(record(b"GET / HTTP/1.1\r\n\r\n", wtype="request", url="http://a.example/1",
+                    content_type="application/http; msgtype=request"))
+    cut = gz(record(http_response(ARTICLE), url="http://a.example/2"))
+    f.write_bytes(good + req + cut[:-30])
+    junk = tmp_path / "junk.warc"
+    junk.write_bytes(b"this is not a warc file at all")
+    with pipeline() as p:
+        out = (p | beam.Create([str(f), str(junk)])
+               | beam.ParDo(ReadFile(ReaderOptions(), {})).with_outputs(
+                   REJECTS, STATS, main="records"))
+        assert_that(out.records | beam.Map(lambda r: r.url), equal_to(["http://a.example/1"]),
+                    label="records")
+        assert_that(out[REJECTS] | beam.Map(lambda r: (r.url, r.reason)),
+                    equal_to([("http://a.example/2", "read:truncated-gzip"),
+                              ("", "read:unreadable-file")]), label="rejects")
+        counts = out[STATS] | beam.CombinePerKey(sum)
+        assert_that(counts, equal_to([
+            (("read", "in", ""), 3), (("read", "kept", ""), 1),
+            (("read", "dropped", "read:truncated-gzip"), 1),
+            (("read", "dropped", "read:unreadable-file"), 1),
+            (("read", "skipped", "request"), 1),
+            (("files", "read", ""), 1), (("files", "unreadable", ""), 1)]), label="counts")
+
+
+def test_extract_fn_routes_documents_and_rejects():
+    recs = [RawRecord("a", "http://x/a", "t", "http", http_response(ARTICLE)),
+            RawRecord("b", "http://x/b", "t", "http", http_response(ARTICLE, status="404 Not Found")),
+            RawRecord("c", "http://x/c", "t", "text", "plain text document")]
+    with pipeline() as p:
+        out = (p | beam.Create(recs)
+               | beam.ParDo(Extract(ExtractConfig(sandbox=False))).with_outputs(
+                   REJECTS, STATS, main="docs"))
+        assert_that(out.docs | beam.Map(lambda d: d.id), equal_to(["a", "c"]), label="docs")
+        assert_that(out[REJECTS] | beam.Map(lambda r: (r.id, r.stage, r.reason)),
+                    equal_to([("b", "extract", "extract:http-status")]), label="rejects")
+
+
+def test_write_stats_sums_and_balances(tmp_path):
+    items = [(("extract", "in", ""), 2), (("extract", "kept", ""), 1),
+             (("extract", "dropped", "extract:binary"), 1), (("extract", "in", ""), 1),
+             (("extract", "kept", ""), 1), (("files", "read", ""), 1)]
+    with pipeline() as p:
+        out = p | beam.Create(items) | WriteStats(str(tmp_path), ("extract",), {"inputs": []})
+        assert_that(out, equal_to([{
+            "stages": {"extract": {"in": 3, "kept": 2, "dropped": {"extract:binary": 1}}},
+            "files": {"read": 1, "unreadable": 0}, "inputs": []}]))
+    assert (tmp_path / "stats.json").exists()

@@ -1,0 +1,135 @@
+import gzip
+import time
+
+import pytest
+
+from skypile.document import Document, Reject
+from skypile.extract import ExtractConfig, Extractor, nesting_depth, unwrap_unknown_root
+from skypile.readers import RawRecord
+from warcgen import ARTICLE, ARTICLE_ZH, http_response
+
+
+@pytest.fixture(scope="module")
+def ex():
+    e = Extractor(ExtractConfig(sandbox=False))
+    yield e
+    e.close()
+
+
+def rec(body, kind="http", url="http://example.com/a", **meta):
+    return RawRecord(id="r1", url=url, source="test", kind=kind, body=body, metadata=meta)
+
+
+def reason(result):
+    assert isinstance(result, Reject), result
+    return result.reason
+
+
+def test_article_is_extracted_and_cleaned(ex):
+    doc = ex(rec(http_response(ARTICLE)))
+    assert isinstance(doc, Document)
+    assert "shore of the lake" in doc.text
+    assert "Copyright" not in doc.text and "Home" not in doc.text
+    assert doc.metadata["title"] == "A day at the lake"
+    assert doc.metadata["http_status"] == 200 and doc.url == "http://example.com/a"
+
+
+def test_gbk_page_without_header_charset(ex):
+    doc = ex(rec(http_response(ARTICLE_ZH, headers={"Content-Type": "text/html"})))
+    assert isinstance(doc, Document)
+    assert "湖水平静而清澈" in doc.text
+    assert "关于我们" not in doc.text and "版权所有" not in doc.text
+    assert doc.metadata["charset"] == "gb18030" and doc.metadata["charset_source"] == "meta"
+
+
+def test_gzip_content_encoding(ex):
+    body = http_response(gzip.compress(ARTICLE), headers={"Content-Encoding": "gzip"})
+    assert isinstance(ex(rec(body)), Document)
+
+
+def test_chunked_transfer_encoding(ex):
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(ARTICLE[i:i + 500]), ARTICLE[i:i + 500])
+                       for i in range(0, len(ARTICLE), 500)) + b"0\r\n\r\n"
+    body = http_response(chunked, headers={"Transfer-Encoding": "chunked"})
+    assert "shore of the lake" in ex(rec(body)).text
+
+
+@pytest.mark.parametrize("body,expected", [
+    (http_response(ARTICLE, status="404 Not Found"), "extract:http-status"),
+    (http_response(ARTICLE, status="301 Moved Permanently"), "extract:http-status"),
+    (http_response(b"\x89PNG\r\n\x1a\n" + bytes(200), headers={"Content-Type": "image/png"}),
+     "extract:non-html"),
+    (http_response(b"%PDF-1.4 " + bytes(200), headers={"Content-Type": "application/pdf"}),
+     "extract:non-html"),
+    (http_response(b""), "extract:empty-body"),
+    (http_response(b"   \r\n  "), "extract:empty-body"),
+    (http_response(bytes(range(256)) * 40), "extract:binary"),
+    (http_response(gzip.compress(b"<p>" + b"a" * (30 * 1024 * 1024)),
+                   headers={"Content-Encoding": "gzip"}), "extract:decompression-bomb"),
+    (http_response(b"not gzip", headers={"Content-Encoding": "gzip"}),
+     "extract:bad-content-encoding"),
+    (b"this is not an http response at all", "extract:http-malformed"),
+    (http_response(b"<html><body><nav>Home | News | Sport | About</nav></body></html>"),
+     "extract:boilerplate-only"),
+    (http_response(b"<html><body><script>var x = 1;</script></body></html>"),
+     "extract:no-main-text"),
+])
+def test_bad_payloads_have_reasons(ex, body, expected):
+    assert reason(ex(rec(body))) == expected
+
+
+def test_binary_reject_keeps_no_text(ex):
+    r = ex(rec(http_response(bytes(range(256)) * 40)))
+    assert r.text == "" and r.detail["sniffed"] == "application/octet-stream"
+
+
+def test_page_over_20_mb(ex):
+    big = b"<html><body>" + b"<p>word word word</p>" * (21 * 1024 * 1024 // 20) + b"</body></html>"
+    assert len(big) > 20 * 1024 * 1024
+    assert reason(ex(rec(http_response(big)))) == "extract:too-large"
+
+
+def test_deep_nesting_is_refused_quickly(ex):
+    html = b"<html><body>" + b"<div>" * 100_000 + b"<p>deep</p>" + b"</div>" * 100_000
+    t = time.perf_counter()
+    assert reason(ex(rec(http_response(html)))) == "extract:too-deep"
+    assert time.perf_counter() - t < 5
+
+
+def test_nesting_depth_counts_containers():
+    assert nesting_depth("<div><div><p>x</p></div><div></div></div>", 100) == 3
+    assert nesting_depth("<div><br/><img/></div>", 100) == 1
+
+
+def test_invalid_bytes_and_control_characters_are_cleaned(ex):
+    dirty = ARTICLE.replace(b"calm and clear", b"calm\x00 and\x07 clear \xff\xfe")
+    doc = ex(rec(http_response(dirty)))
+    assert isinstance(doc, Document)
+    assert "\x00" not in doc.text and "\x07" not in doc.text
+    assert "calm and clear" in doc.text
+
+
+def test_text_records_pass_through(ex):
+    doc = ex(rec("纯文本\x00内容", kind="text"))
+    assert doc.text == "纯文本内容"
+    assert reason(ex(rec("   ", kind="text"))) == "extract:empty-body"
+
+
+def test_unknown_wrapper_element_is_swapped_for_html():
+    page = '<text id="x" encoding="gb2312"><div><p>body</p></div></text>'
+    assert unwrap_unknown_root(page) == "<html><div><p>body</p></div></html>"
+    normal = "<!DOCTYPE html><html><body>x</body></html>"
+    assert unwrap_unknown_root(normal) == normal
+
+
+def test_sandbox_enforces_the_time_budget():
+    ex = Extractor(ExtractConfig(sandbox=True, timeout_s=0.05))
+    try:
+        big = (b"<html><body>" + b"<p>" + b"lorem ipsum dolor sit amet " * 50 + b"</p>\n") * 4000
+        r = ex(rec(http_response(big + b"</body></html>")))
+        assert reason(r) == "extract:timeout"
+        # the sandbox restarts and the next page is fine
+        ex._sandbox.timeout_s = 60
+        assert isinstance(ex(rec(http_response(ARTICLE))), Document)
+    finally:
+        ex.close()
