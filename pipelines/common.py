@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import gzip
 import logging
+import posixpath
 import time
 import uuid
 from typing import Any
 
 import apache_beam as beam
-import fsspec
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -87,8 +87,8 @@ class _WriteBundleFiles(beam.DoFn):
     file is never published: ``_Publish`` renames exactly the reported files.
     """
 
-    def __init__(self, tmp_dir: str, kind: str):
-        self.tmp_dir, self.kind = tmp_dir, kind
+    def __init__(self, tmp_dir: str, kind: str, storage_options: dict):
+        self.tmp_dir, self.kind, self.storage_options = tmp_dir, kind, storage_options
 
     def start_bundle(self):
         self._file = self._raw = None
@@ -97,7 +97,9 @@ class _WriteBundleFiles(beam.DoFn):
     def process(self, line: str):
         if self._file is None:
             self._path = output.join(self.tmp_dir, f"{self.kind}-{uuid.uuid4().hex}.jsonl.gz")
-            self._raw = fsspec.open(self._path, "wb").open()
+            fs, path = output.fs_and_path(self._path, self.storage_options)
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            self._raw = fs.open(path, "wb")
             self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)
         self._file.write(line.encode("utf-8") + b"\n")
         self._lines += 1
@@ -109,13 +111,15 @@ class _WriteBundleFiles(beam.DoFn):
             yield in_global_window((self._path, self._lines))
 
 
-def _publish(files: list[tuple[str, int]], final_dir: str, kind: str) -> list[tuple[str, int]]:
-    fs, final_path = output.fs_and_path(final_dir)
+def _publish(files: list[tuple[str, int]], final_dir: str, kind: str,
+             storage_options: dict) -> list[tuple[str, int]]:
+    fs, final_path = output.fs_and_path(final_dir, storage_options)
     fs.makedirs(final_path, exist_ok=True)
     published = []
     for i, (path, n) in enumerate(sorted(files)):
         dest = output.join(final_dir, f"part-{i:05d}.jsonl.gz")
-        fs.mv(output.fs_and_path(path)[1], output.fs_and_path(dest)[1])
+        fs.mv(output.fs_and_path(path, storage_options)[1],
+              output.fs_and_path(dest, storage_options)[1])
         published.append((dest, n))
     LOG.info("wrote %d %s in %d files", sum(n for _, n in files), kind, len(files))
     return published
@@ -124,25 +128,30 @@ def _publish(files: list[tuple[str, int]], final_dir: str, kind: str) -> list[tu
 class WriteJsonl(beam.PTransform):
     """Objects with ``to_json()`` -> ``<staging>/<kind>/part-NNNNN.jsonl.gz`` on any fsspec URL."""
 
-    def __init__(self, staging: str, kind: str):
+    def __init__(self, staging: str, kind: str, storage_options: dict | None = None):
         super().__init__()
         self.staging, self.kind = staging, kind
+        self.storage_options = storage_options or {}
 
     def expand(self, pcoll):
         tmp = output.join(self.staging, "_tmp")
         return (pcoll
                 | "ToJson" >> beam.Map(lambda x: x.to_json())
-                | "WriteBundles" >> beam.ParDo(_WriteBundleFiles(tmp, self.kind))
+                | "WriteBundles" >> beam.ParDo(
+                    _WriteBundleFiles(tmp, self.kind, self.storage_options))
                 | "Collect" >> beam.combiners.ToList()
-                | "Publish" >> beam.Map(_publish, output.join(self.staging, self.kind), self.kind))
+                | "Publish" >> beam.Map(_publish, output.join(self.staging, self.kind),
+                                        self.kind, self.storage_options))
 
 
 class WriteStats(beam.PTransform):
     """Sums the stages' counts and writes ``<staging>/stats.json`` (plus ``extra``)."""
 
-    def __init__(self, staging: str, order: tuple[str, ...], extra: dict[str, Any]):
+    def __init__(self, staging: str, order: tuple[str, ...], extra: dict[str, Any],
+                 storage_options: dict | None = None):
         super().__init__()
         self.staging, self.order, self.extra = staging, order, extra
+        self.storage_options = storage_options or {}
 
     def expand(self, pcoll):
         return (pcoll
@@ -156,7 +165,7 @@ class WriteStats(beam.PTransform):
         data = {"stages": stages,
                 "files": {"read": files.get("read", 0), "unreadable": files.get("unreadable", 0)},
                 **self.extra}
-        output.write_json(output.join(self.staging, "stats.json"), data)
+        output.write_json(output.join(self.staging, "stats.json"), data, self.storage_options)
         return data
 
 

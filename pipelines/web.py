@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
 
 import apache_beam as beam
-import fsspec
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -120,10 +118,11 @@ def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
         docs = ex.docs
         rejects.append(ex[REJECTS])
         counts.append(ex[STATS])
-    docs | "WriteDocs" >> WriteJsonl(staging, "docs")
-    (rejects | "AllRejects" >> beam.Flatten()) | "WriteRejects" >> WriteJsonl(staging, "rejects")
+    so = cfg.storage_options
+    docs | "WriteDocs" >> WriteJsonl(staging, "docs", so)
+    (rejects | "AllRejects" >> beam.Flatten()) | "WriteRejects" >> WriteJsonl(staging, "rejects", so)
     ((counts | "AllCounts" >> beam.Flatten())
-     | "WriteStats" >> WriteStats(staging, ("read", *STAGES), extra_stats))
+     | "WriteStats" >> WriteStats(staging, ("read", *STAGES), extra_stats, so))
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -199,15 +198,15 @@ def run(argv: list[str] | None = None) -> int:
              args.output)
     t0 = time.monotonic()
     extra = {"inputs": files}
+    so = cfg.storage_options
     try:
         with beam.Pipeline(runner=runner_for(options), options=options) as p:
             build(p, files, cfg, staging, extra)
-        with fsspec.open(output.join(staging, "stats.json"), "rt") as f:
-            result = json.load(f)
-        output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg))
-        output.commit(staging, args.output)
+        result = output.read_json(output.join(staging, "stats.json"), so)
+        output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg), so)
+        output.commit(staging, args.output, so)
     except BaseException:
-        output.discard(staging)
+        output.discard(staging, so)
         raise
     return report(result, args.output, time.monotonic() - t0)
 

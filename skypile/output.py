@@ -17,9 +17,10 @@ import fsspec
 CONTRACT = ("docs", "rejects", "stats.json", "config.json")
 
 
-def fs_and_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
+def fs_and_path(url: str, storage_options: dict | None = None
+                ) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and in-filesystem path of a local path or fsspec URL."""
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
 def join(url: str, *parts: str) -> str:
@@ -32,32 +33,46 @@ def new_staging(output: str) -> str:
     return join(output, f"_staging-{uuid.uuid4().hex[:12]}")
 
 
-def write_json(url: str, data: Any) -> None:
-    fs, path = fs_and_path(url)
+def write_json(url: str, data: Any, storage_options: dict | None = None) -> None:
+    fs, path = fs_and_path(url, storage_options)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wt", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=2, sort_keys=False)
         f.write("\n")
 
 
-def commit(staging: str, output: str) -> None:
+def read_json(url: str, storage_options: dict | None = None) -> Any:
+    fs, path = fs_and_path(url, storage_options)
+    with fs.open(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def commit(staging: str, output: str, storage_options: dict | None = None) -> None:
     """Replace the output's contract paths with the staged ones, then drop the staging."""
-    fs, out_path = fs_and_path(output)
-    _, stage_path = fs_and_path(staging)
+    fs, out_path = fs_and_path(output, storage_options)
+    _, stage_path = fs_and_path(staging, storage_options)
     for name in CONTRACT:
         old = posixpath.join(out_path, name)
         if fs.exists(old):
             fs.rm(old, recursive=True)
     for name in CONTRACT:
         new = posixpath.join(stage_path, name)
-        if fs.exists(new):
-            fs.mv(new, posixpath.join(out_path, name), recursive=True)
-    fs.rm(stage_path, recursive=True)
+        # file by file: object stores have no folders to rename
+        for src in fs.find(new):
+            dest = (posixpath.join(out_path, name, posixpath.relpath(src, new))
+                    if src != new else posixpath.join(out_path, name))
+            fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+            fs.mv(src, dest)
+    discard(staging, storage_options)
 
 
-def discard(staging: str) -> None:
-    fs, path = fs_and_path(staging)
-    if fs.exists(path):
+def discard(staging: str, storage_options: dict | None = None) -> None:
+    """Remove a staging folder and whatever is left in it (files of failed bundles)."""
+    fs, path = fs_and_path(staging, storage_options)
+    leftovers = fs.find(path)
+    if leftovers:
+        fs.rm(leftovers)
+    if fs.exists(path):  # a local folder; object stores have none left once empty
         fs.rm(path, recursive=True)
 
 
