@@ -162,9 +162,8 @@ class Sandbox:
 
 # ---- guards -----------------------------------------------------------------------------
 
-_TAG = re.compile(r"<(/?)(div|span|table|td|tr|ul|ol|li|section|article|blockquote|font|b|i|"
-                  r"em|strong|p|a|center|form|dl|dd|nav|header|footer|main|aside)\b[^>]*?(/?)>",
-                  re.I)
+_TAG = re.compile(r"<(/?)(?:div|span|table|td|tr|ul|ol|li|section|article|blockquote|font|b|i|"
+                  r"em|strong|p|a|center|form|dl|dd|nav|header|footer|main|aside)[\s>]", re.I)
 
 
 def nesting_depth(html: str, limit: int) -> int:
@@ -173,10 +172,10 @@ def nesting_depth(html: str, limit: int) -> int:
     Unclosed tags on sloppy pages make this an over-estimate; the limit is set far above
     what real pages reach.
     """
+    if html.count("<") <= limit:  # too few tags to nest that deep
+        return 0
     depth = peak = 0
     for m in _TAG.finditer(html):
-        if m.group(3):
-            continue
         depth = depth - 1 if m.group(1) else depth + 1
         if depth > peak:
             peak = depth

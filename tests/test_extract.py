@@ -97,8 +97,9 @@ def test_deep_nesting_is_refused_quickly(ex):
 
 
 def test_nesting_depth_counts_containers():
-    assert nesting_depth("<div><div><p>x</p></div><div></div></div>", 100) == 3
-    assert nesting_depth("<div><br/><img/></div>", 100) == 1
+    assert nesting_depth("<div><div><p class='a'>x</p></div><div></div></div>", 5) == 3
+    assert nesting_depth("<div><br/><img/></div>", 0) == 1
+    assert nesting_depth("<div>" * 50, 10) == 11  # stops counting past the limit
 
 
 def test_invalid_bytes_and_control_characters_are_cleaned(ex):
