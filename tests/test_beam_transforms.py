@@ -1,7 +1,7 @@
 """The web pipeline's DoFns under a real Beam runner (TestPipeline + assert_that)."""
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from skypile.extract import ExtractConfig
@@ -12,7 +12,7 @@ from warcgen import ARTICLE, gz, http_response, record
 
 
 def pipeline():
-    return TestPipeline(runner=local_runner())
+    return BeamTestPipeline(runner=local_runner())
 
 
 def test_read_file_splits_records_rejects_and_counts(tmp_path):
