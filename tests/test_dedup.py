@@ -1,0 +1,165 @@
+"""Dedup maths on hand-built text, and each dedup transform under a real Beam runner."""
+
+import json
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from skypile import dedup
+from skypile.document import Document
+from skypile.pipelines.common import local_runner
+from skypile.pipelines.dedup import (ConnectedComponents, ExactConfig, ExactDedup,
+                                     MinHashDedup, RecurringBlocks, kmeans)
+
+
+def test_normalize_full_width_punctuation_case_whitespace():
+    assert dedup.normalize("Ｈｅｌｌｏ，　Ｗｏｒｌｄ！\n\tＡＢＣ １２３") == "hello world abc 123"
+    assert dedup.normalize("你好，世界。“引号”") == "你好 世界 引号"
+    assert dedup.normalize("Hello,   world!!") == dedup.normalize("hello world")
+
+
+def test_tokens_split_cjk_into_characters():
+    assert dedup.tokens("Python 3 文档。Read it") == ["python", "3", "文", "档", "read", "it"]
+    assert dedup.is_cjk(dedup.tokens("这是一段中文 with a few words"))
+    assert not dedup.is_cjk(dedup.tokens("This is English with 两个 characters"))
+
+
+def test_shingles_are_language_aware():
+    cfg = dedup.MinHashConfig(ngram_words=3, ngram_chars=2)
+    assert dedup.shingles("The cat sat on the mat", cfg) == {
+        b"the cat sat", b"cat sat on", b"sat on the", b"on the mat"}
+    assert dedup.shingles("今天天气", cfg) == {"今 天".encode(), "天 天".encode(), "天 气".encode()}
+    # full-width and half-width forms give the same shingles
+    assert dedup.shingles("ＡＢＣ def ghi", cfg) == dedup.shingles("abc, def; ghi", cfg)
+    assert dedup.shingles("", cfg) == set()
+
+
+def test_url_key():
+    assert dedup.url_key("HTTPS://www.Example.com:443/a/b/?utm_source=x&b=2&a=1#frag") == \
+        dedup.url_key("http://example.com/a/b?a=1&b=2")
+    assert dedup.url_key("http://example.com/a?id=1") != dedup.url_key("http://example.com/a?id=2")
+
+
+def test_content_hash_ignores_formatting():
+    assert dedup.content_hash("Hello,  World!") == dedup.content_hash("hello world")
+    assert dedup.content_hash("hello world") != dedup.content_hash("hello there")
+
+
+def test_keep_key_prefers_longest_then_smallest_id():
+    cands = [dedup.keep_key("b", 10), dedup.keep_key("a", 10), dedup.keep_key("c", 5)]
+    assert max(cands) == dedup.keep_key("a", 10)
+    assert max(dedup.keep_key("z", 11), dedup.keep_key("a", 10)) == dedup.keep_key("z", 11)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.9])
+def test_lsh_params_put_the_s_curve_at_the_threshold(threshold):
+    b, r = dedup.lsh_params(threshold, 256, 0.5)
+    assert b * r <= 256
+    knee = (1 / b) ** (1 / r)  # where the band-collision probability rises steeply
+    assert abs(knee - threshold) < 0.1
+
+
+def test_signatures_estimate_jaccard():
+    cfg = dedup.MinHashConfig()
+    h = dedup.MinHasher(cfg)
+    base = " ".join(f"word{i}" for i in range(400))
+    edited = base.replace("word10 ", "other ").replace("word200 ", "x ")
+    other = " ".join(f"term{i}" for i in range(400))
+    assert dedup.similarity(h.signature(base), h.signature(edited)) > 0.9
+    assert dedup.similarity(h.signature(base), h.signature(other)) < 0.05
+    assert len(h.band_keys(h.signature(base))) == h.bands
+
+
+def test_cut_blocks():
+    cfg = dedup.BlocksConfig(min_block_chars=5)
+    frequent = {dedup.block_hash("Share this article on Facebook", cfg)}
+    text, removed = dedup.cut_blocks("Real content here.\nShare this article on facebook!\nEnd.", frequent, cfg)
+    assert text == "Real content here.\nEnd." and removed == len("Share this article on facebook!") + 1
+
+
+def test_kmeans_separates_clear_groups():
+    rng = np.random.default_rng(0)
+    a = rng.normal([1, 0, 0], 0.05, (20, 3))
+    b = rng.normal([0, 1, 0], 0.05, (20, 3))
+    x = [v / np.linalg.norm(v) for v in np.vstack([a, b])]
+    c = kmeans(x, 2, 10, 0)
+    assign = np.argmax(np.stack(x) @ c.T, axis=1)
+    assert len(set(assign[:20])) == 1 and len(set(assign[20:])) == 1 and assign[0] != assign[20]
+
+
+# ---- Beam transforms -------------------------------------------------------------------------
+
+def pipeline():
+    return BeamTestPipeline(runner=local_runner())
+
+
+def doc(i, text, url=""):
+    return Document(id=i, text=text, url=url, source="t")
+
+
+ARTICLE = " ".join(f"sentence {i} of a long article about rivers and mountains." for i in range(60))
+
+
+def test_exact_dedup_by_url_and_content():
+    docs = [doc("a", "Same text, here!", "http://x.com/1"), doc("b", "same text here", "http://y.com/2"),
+            doc("c", "longer text of the page", "https://www.x.com/1/"), doc("d", "unique", "")]
+    with pipeline() as p:
+        out = p | beam.Create(docs) | ExactDedup(ExactConfig())
+        # a loses on its URL to the longer c; b then has no other copy left, so it stays
+        assert_that(out["docs"] | beam.Map(lambda d: d.id), equal_to(["b", "c", "d"]), label="docs")
+        assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason, r.detail["kept_id"])),
+                    equal_to([("a", "exact:url", "c")]), label="rejects")
+
+
+def test_exact_dedup_by_content_keeps_the_longest_copy():
+    docs = [doc("a", "Same text, here"), doc("b", "same text here!!"), doc("c", "SAME TEXT HERE")]
+    with pipeline() as p:
+        out = p | beam.Create(docs) | ExactDedup(ExactConfig())
+        assert_that(out["docs"] | beam.Map(lambda d: d.id), equal_to(["b"]), label="docs")
+        assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason, r.detail["kept_id"])),
+                    equal_to([("a", "exact:content", "b"), ("c", "exact:content", "b")]),
+                    label="rejects")
+
+
+def test_minhash_dedup_keeps_one_per_cluster_with_cluster_ids():
+    copy1 = ARTICLE.replace("sentence 3 ", "sentence three ")
+    copy2 = "Home | News\n" + ARTICLE[: len(ARTICLE) * 3 // 4]
+    other = " ".join(f"line {i} about cooking pasta with tomatoes and basil." for i in range(60))
+    docs = [doc("orig", ARTICLE), doc("copy1", copy1), doc("copy2", copy2), doc("other", other)]
+    with pipeline() as p:
+        out = p | beam.Create(docs) | MinHashDedup(dedup.MinHashConfig())
+        assert_that(out["docs"] | beam.Map(lambda d: (d.id, d.metadata.get("minhash_cluster"))),
+                    equal_to([("copy1", "copy1"), ("other", None)]), label="docs")
+        assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason, r.detail["kept_id"],
+                                                         r.detail["cluster"])),
+                    equal_to([("orig", "minhash:near-duplicate", "copy1", "copy1"),
+                              ("copy2", "minhash:near-duplicate", "copy1", "copy1")]),
+                    label="rejects")
+
+
+def test_connected_components_follow_chains():
+    edges = [("d", "e"), ("c", "d"), ("b", "c"), ("a", "b"), ("x", "y")]
+    with pipeline() as p:
+        labels = p | beam.Create(edges) | ConnectedComponents(rounds=5)
+        assert_that(labels, equal_to([("a", "a"), ("b", "a"), ("c", "a"), ("d", "a"), ("e", "a"),
+                                      ("x", "x"), ("y", "x")]))
+
+
+def test_recurring_blocks_are_cut_and_reported(tmp_path):
+    footer = "Copyright 2024 Example Media, all rights reserved worldwide."
+    body = "Article {0} has its own text, two long lines of it.\nAnd a second line, {0}, of its own."
+    docs = [doc(f"d{i}", body.format(i) + "\n" + footer) for i in range(5)]
+    docs.append(doc("only", footer))
+    cfg = dedup.BlocksConfig(max_occurrences=3)
+    with pipeline() as p:
+        out = p | beam.Create(docs) | RecurringBlocks(cfg, str(tmp_path), {})
+        assert_that(out["docs"] | beam.Map(lambda d: d.text),
+                    equal_to([body.format(i) for i in range(5)]),
+                    label="docs")
+        assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason)),
+                    equal_to([("only", "blocks:mostly-boilerplate")]), label="rejects")
+    report = json.loads((tmp_path / "reports" / "recurring_blocks.json").read_text())
+    assert report["top"] == [{"count": 6, "block": footer}]
