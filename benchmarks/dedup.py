@@ -179,8 +179,13 @@ def scale(args) -> None:
         seconds = time.perf_counter() - t0
         if proc.returncode:
             raise SystemExit(f"skypile dedup failed ({proc.returncode})")
+        out = Path(tmp) / "out"
+        lines = {kind: sum(1 for f in (out / kind).glob("*.jsonl.gz")
+                           for _ in gzip.open(f)) for kind in ("docs", "rejects")}
     print(summary.strip())
-    print(f"docs: {args.docs} ({mb:.0f} MB JSONL), stages {args.stages}, workers {args.workers}")
+    print(f"docs: {args.docs} ({mb:.0f} MB JSONL), stages {args.stages}, workers {args.workers}; "
+          f"written: {lines['docs']} docs + {lines['rejects']} rejects "
+          f"= {lines['docs'] + lines['rejects']}")
     print(f"wall {seconds:.1f}s, {args.docs / seconds:.0f} docs/s, "
           f"{args.docs / seconds / max(args.workers, 1):.0f} docs/s per worker, "
           f"peak RSS (process tree) {peak[0] / 2**30:.2f} GiB")

@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile import config as cfglib
-from skypile import output
+from skypile import output, stats
 from skypile.document import Document, Reject
 from skypile.extract import ExtractConfig, Extractor
 from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, StageFn,
@@ -291,4 +291,9 @@ def report(result: dict, out: str, seconds: float, prog: str) -> int:
         print(f"{prog}: error: none of the {files['unreadable']} input files could "
               f"be read; see {out}/rejects", file=sys.stderr)
         return 1
+    broken = stats.check_balanced(stages) + stats.check_chain(stages, ("read", *STAGES))
+    if broken:  # a record went missing between stages: never let that pass quietly
+        print(f"{prog}: error: record counts do not add up ({'; '.join(broken)})",
+              file=sys.stderr)
+        return 3
     return 0

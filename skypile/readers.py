@@ -101,6 +101,8 @@ def detect_format(path: str, head: bytes) -> str:
         return "jsonl"
     if head.lstrip()[:1] == b"{":
         return "jsonl"
+    if name.endswith((".txt", ".raw", ".tokens")):
+        return "text"
     return "unknown"
 
 
@@ -553,6 +555,31 @@ def _parquet_records(path: str, stream: BinaryIO, opts: ReaderOptions,
             row_no += 1
 
 
+def _text_records(path: str, stream: BinaryIO, gz: bool, stats: ReadStats
+                  ) -> Iterator[RawRecord | Reject]:
+    """Plain UTF-8 text: one document per paragraph (blank-line separated)."""
+    fh = io.TextIOWrapper(gzip.GzipFile(fileobj=stream) if gz else stream, encoding="utf-8",
+                          errors="replace")
+    para: list[str] = []
+    start = number = 0
+    for lineno, line in enumerate(fh, 1):
+        if line.strip():
+            if not para:
+                start = lineno
+            para.append(line.rstrip("\n"))
+            continue
+        if para:
+            number += 1
+            stats.records += 1
+            yield RawRecord(id=stable_id(path, str(start)), url="", source=path, kind="text",
+                            body="\n".join(para), metadata={"file": path, "at": f"line {start}"})
+            para = []
+    if para:
+        stats.records += 1
+        yield RawRecord(id=stable_id(path, str(start)), url="", source=path, kind="text",
+                        body="\n".join(para), metadata={"file": path, "at": f"line {start}"})
+
+
 # ---- entry point -------------------------------------------------------------------------
 
 def read_file(path: str, opts: ReaderOptions | None = None,
@@ -573,7 +600,7 @@ def read_file(path: str, opts: ReaderOptions | None = None,
         raw.seek(0)
         fmt = detect_format(path, head)
         if fmt == "unknown":
-            raise UnreadableFile(f"{path}: not a WARC, JSONL or Parquet file "
+            raise UnreadableFile(f"{path}: not a WARC, JSONL, Parquet or .txt file "
                                  f"(starts with {bytes(head[:12])!r})")
         stream = raw
         if magic.startswith(ZSTD_MAGIC):
@@ -584,6 +611,8 @@ def read_file(path: str, opts: ReaderOptions | None = None,
             yield from _WarcParser(path, stream, gz, opts, stats).records()
         elif fmt == "jsonl":
             yield from _jsonl_records(path, stream, gz, opts, stats)
+        elif fmt == "text":
+            yield from _text_records(path, stream, gz, stats)
         else:
             yield from _parquet_records(path, stream, opts, stats)
     finally:

@@ -60,3 +60,10 @@ def check_balanced(stages: dict) -> list[str]:
         if "in" in s and s["in"] != s.get("kept", 0) + sum(s.get("dropped", {}).values()):
             bad.append(name)
     return bad
+
+
+def check_chain(stages: dict, order: Iterable[str]) -> list[str]:
+    """Stages that did not receive exactly what the previous stage kept (should be none)."""
+    names = [n for n in order if n in stages]
+    return [f"{b}: in={stages[b]['in']} but {a} kept {stages[a]['kept']}"
+            for a, b in zip(names, names[1:]) if stages[b]["in"] != stages[a]["kept"]]
