@@ -28,13 +28,19 @@ from skypile.document import Document, Reject
 from skypile.extract import ExtractConfig, Extractor
 from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, StageFn,
                                       WriteJsonl, WriteStats, runner_for)
+from skypile.classifiers.langid import LangIdConfig
+from skypile.classifiers.perplexity import PerplexityConfig
+from skypile.classifiers.quality import QualityConfig
 from skypile.pipelines.dedup import (DedupConfig, ExactDedup, MinHashDedup, RecurringBlocks,
                                      SemanticDedup)
+from skypile.pipelines.quality import CHECKS, OTHER, FilterConfig, QualityStages
 from skypile.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
                              read_file)
 
-STAGES = ("extract", "blocks", "exact", "minhash", "semantic")
+STAGES = ("extract", "blocks", "exact", "minhash", "semantic", "langid", "perplexity", "quality")
 """Stages this pipeline knows, in the order they run."""
+SCORERS = ("langid", "perplexity", "quality")
+STATS_ORDER = ("read", "extract", "blocks", "exact", "minhash", "semantic", *CHECKS)
 DEFAULT_STAGES = ["extract", "blocks", "exact", "minhash"]
 
 
@@ -44,10 +50,15 @@ class WebConfig:
 
     stages: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_STAGES))
     """Stages to run (they always run in the report's order): extract, blocks, exact,
-    minhash, semantic. semantic (embeddings) is off unless listed."""
+    minhash, semantic, langid, perplexity, quality. semantic and the quality stages run
+    only when listed (the quality stages need models: skypile classifiers train)."""
     read: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
     dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
+    langid: LangIdConfig = dataclasses.field(default_factory=LangIdConfig)
+    perplexity: PerplexityConfig = dataclasses.field(default_factory=PerplexityConfig)
+    quality: QualityConfig = dataclasses.field(default_factory=QualityConfig)
+    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
     storage_options: dict = dataclasses.field(default_factory=dict)
     """fsspec options for remote inputs and outputs (e.g. {endpoint_url: ...} for S3)."""
 
@@ -145,17 +156,24 @@ def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
         counts.append(ex[STATS])
     else:  # the reader was told to accept text documents only
         docs = read.records | "AsDocuments" >> beam.Map(as_document)
-    for name in STAGES[1:]:
+    so = cfg.storage_options
+    for name in ("blocks", "exact", "minhash", "semantic"):
         if name in cfg.stages:
             out = docs | name.capitalize() >> _dedup_stage(name, cfg, staging)
             docs = out["docs"]
             rejects.append(out["rejects"])
             counts.append(out["stats"])
-    so = cfg.storage_options
+    if any(s in cfg.stages for s in SCORERS):
+        out = docs | "QualityFiltering" >> QualityStages(cfg.stages, cfg.langid, cfg.perplexity,
+                                                         cfg.quality, cfg.filter)
+        docs = out["docs"]
+        rejects.append(out["rejects"])
+        counts.append(out["stats"])
+        out[OTHER] | "WriteOther" >> WriteJsonl(staging, OTHER, so)
     docs | "WriteDocs" >> WriteJsonl(staging, "docs", so)
     (rejects | "AllRejects" >> beam.Flatten()) | "WriteRejects" >> WriteJsonl(staging, "rejects", so)
     ((counts | "AllCounts" >> beam.Flatten())
-     | "WriteStats" >> WriteStats(staging, ("read", *STAGES), extra_stats, so))
+     | "WriteStats" >> WriteStats(staging, STATS_ORDER, extra_stats, so))
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -243,6 +261,15 @@ def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) 
                                  "(use skypile dedup for documents that are already text)")
     if cmd.text_only:
         cfg.read.text_only = True
+    if ("perplexity" in cfg.stages or "quality" in cfg.stages) and "langid" not in cfg.stages:
+        raise cfglib.ConfigError("the perplexity and quality stages need the langid stage")
+    if "perplexity" in cfg.stages and not cfg.perplexity.models:
+        raise cfglib.ConfigError("the perplexity stage needs models (perplexity.models); "
+                                 "make them with: skypile classifiers train, then --config "
+                                 "MODELS_DIR/web.yaml")
+    if "quality" in cfg.stages and not cfg.quality.model:
+        raise cfglib.ConfigError("the quality stage needs quality.model; make it with: "
+                                 "skypile classifiers train, then --config MODELS_DIR/web.yaml")
     return cfg
 
 
@@ -291,7 +318,7 @@ def report(result: dict, out: str, seconds: float, prog: str) -> int:
         print(f"{prog}: error: none of the {files['unreadable']} input files could "
               f"be read; see {out}/rejects", file=sys.stderr)
         return 1
-    broken = stats.check_balanced(stages) + stats.check_chain(stages, ("read", *STAGES))
+    broken = stats.check_balanced(stages) + stats.check_chain(stages, STATS_ORDER)
     if broken:  # a record went missing between stages: never let that pass quietly
         print(f"{prog}: error: record counts do not add up ({'; '.join(broken)})",
               file=sys.stderr)

@@ -17,6 +17,8 @@ COMMANDS = {
             "WARC/WET -> clean, deduplicated documents (Beam: extract, blocks, exact, minhash)"),
     "dedup": ("skypile.pipelines.web:run_dedup",
               "deduplicate JSONL/Parquet documents (Beam: exact, minhash; blocks, semantic)"),
+    "classifiers": ("skypile.classifiers.cli:run",
+                    "train language / KenLM perplexity / quality models; writes a web config"),
     "tokenizer": ("skypile.tokenizer_cli:run",
                   "train / extend (Chinese chars + words) / export the SentencePiece BPE tokenizer"),
 }

@@ -14,7 +14,7 @@ from typing import Any
 
 import fsspec
 
-CONTRACT = ("docs", "rejects", "reports", "stats.json", "config.json")
+CONTRACT = ("docs", "rejects", "other", "reports", "stats.json", "config.json")
 
 
 def fs_and_path(url: str, storage_options: dict | None = None

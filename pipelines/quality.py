@@ -1,0 +1,181 @@
+"""CCNet-style quality stages: score (never drop), then one threshold step.
+
+Scorers: ``langid`` (metadata.lang, lang_score, lang_shares), ``perplexity``
+(metadata.perplexity, bucket), ``quality`` (metadata.quality_score, heuristics). The
+threshold step applies the config to the scores, in this order, each under its own
+stage name in stats and reasons: ``lang`` (lang:unsupported, lang:low-score, or routed
+to OUTPUT/other), ``heuristic`` (heuristic:<name>), ``perplexity`` (perplexity:tail),
+``quality`` (quality:low). Thresholds can be re-tuned without re-scoring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from skypile import heuristics
+from skypile.classifiers.langid import LangId, LangIdConfig
+from skypile.classifiers.perplexity import PerplexityConfig, Scorer
+from skypile.classifiers.quality import Classifier, QualityConfig
+from skypile.document import Document, Reject
+from skypile.pipelines.common import REJECTS, STATS, StageFn
+
+OTHER = "other"
+CHECKS = ("lang", "heuristic", "perplexity", "quality")
+
+
+@dataclasses.dataclass
+class FilterConfig:
+    """The threshold step (``filter``): what to keep, given the scores."""
+
+    keep_langs: list[str] = dataclasses.field(default_factory=lambda: ["en", "zh"])
+    """Languages kept."""
+    min_lang_score: float = 0.5
+    """Documents whose language probability is lower are rejected (lang:low-score)."""
+    route_other: bool = False
+    """Send other languages to OUTPUT/other instead of the rejects."""
+    heuristics: heuristics.HeuristicThresholds = dataclasses.field(
+        default_factory=heuristics.HeuristicThresholds)
+    keep_buckets: list[str] = dataclasses.field(default_factory=lambda: ["head", "middle"])
+    """Perplexity buckets kept (head / middle / tail)."""
+    quality_groups: dict = dataclasses.field(default_factory=lambda: {"high": 0.5, "medium": 0.1})
+    """Group name -> lowest quality_score in it; below every group is 'low'."""
+    keep_quality_groups: list[str] = dataclasses.field(default_factory=lambda: ["high", "medium"])
+    """Quality groups kept."""
+
+
+class LangIdFn(beam.DoFn):
+    def __init__(self, cfg: LangIdConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self._lid = LangId(self.cfg)
+
+    def process(self, doc: Document):
+        r = self._lid.predict(doc.text)
+        doc.metadata.update(lang=r.lang, lang_score=r.score)
+        if r.shares:
+            doc.metadata["lang_shares"] = r.shares
+        if self.cfg.t2s and r.lang == "zh":
+            simplified = self._lid.to_simplified(doc.text)
+            if simplified != doc.text:
+                doc.text = simplified
+                doc.metadata["opencc"] = "t2s"
+        yield doc
+
+
+class PerplexityFn(beam.DoFn):
+    def __init__(self, cfg: PerplexityConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self._scorer = Scorer(self.cfg)
+
+    def process(self, doc: Document):
+        lang = doc.metadata.get("lang", "")
+        ppl = self._scorer.perplexity(doc.text, lang)
+        if ppl is not None:
+            doc.metadata["perplexity"] = ppl
+            bucket = self._scorer.bucket(ppl, lang)
+            if bucket:
+                doc.metadata["bucket"] = bucket
+        yield doc
+
+
+class QualityFn(beam.DoFn):
+    def __init__(self, cfg: QualityConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self._clf = Classifier(self.cfg.model) if self.cfg.model else None
+
+    def process(self, doc: Document):
+        if self._clf is not None:
+            doc.metadata["quality_score"] = self._clf.score(doc.text)
+        doc.metadata["heuristics"] = heuristics.score(doc.text, doc.metadata.get("lang", ""))
+        yield doc
+
+
+def quality_group(score: float, groups: dict) -> str:
+    for name, lowest in sorted(groups.items(), key=lambda kv: -kv[1]):
+        if score >= lowest:
+            return name
+    return "low"
+
+
+def decide(doc: Document, cfg: FilterConfig, checks: tuple[str, ...]) -> tuple[str, str, dict]:
+    """(check, outcome, detail): outcome is 'keep' (passed every check), 'drop' or 'route'."""
+    m = doc.metadata
+    for check in checks:
+        if check == "lang":
+            lang = m.get("lang", "unknown")
+            if lang not in cfg.keep_langs:
+                return check, ("route" if cfg.route_other else "drop"), {"reason": "lang:unsupported"}
+            if m.get("lang_score", 0.0) < cfg.min_lang_score:
+                return check, "drop", {"reason": "lang:low-score"}
+        elif check == "heuristic" and "heuristics" in m:
+            failed = heuristics.failures(m["heuristics"], m.get("lang", ""), cfg.heuristics)
+            if failed:
+                return check, "drop", {"reason": f"heuristic:{failed[0]}", "failed": failed}
+        elif check == "perplexity" and m.get("bucket") and m["bucket"] not in cfg.keep_buckets:
+            return check, "drop", {"reason": f"perplexity:{m['bucket']}"}
+        elif check == "quality" and "quality_score" in m:
+            group = quality_group(m["quality_score"], cfg.quality_groups)
+            m["quality_group"] = group
+            if group not in cfg.keep_quality_groups:
+                return check, "drop", {"reason": f"quality:{group}"}
+    return checks[-1], "keep", {}
+
+
+class FilterFn(StageFn):
+    """Applies the thresholds; tallies each check as its own stage so counts chain up."""
+
+    def __init__(self, cfg: FilterConfig, checks: tuple[str, ...]):
+        self.cfg, self.checks = cfg, checks
+
+    def process(self, doc: Document):
+        check, outcome, detail = decide(doc, self.cfg, self.checks)
+        passed = self.checks[: self.checks.index(check) + (outcome == "keep")]
+        for name in passed:
+            self.keep(name)
+        if outcome == "keep":
+            yield doc
+            return
+        reason = detail.pop("reason")
+        if outcome == "route":
+            self._tally.routed(check)
+            yield pvalue.TaggedOutput(OTHER, doc)
+            return
+        detail.update({k: doc.metadata[k] for k in ("lang", "lang_score", "perplexity", "bucket",
+                                                     "quality_score") if k in doc.metadata})
+        yield self.drop(Reject(id=doc.id, url=doc.url, stage=check, reason=reason, text=doc.text,
+                               source=doc.source, detail=detail))
+
+
+class QualityStages(beam.PTransform):
+    """Scorers for the listed stages, then the threshold step."""
+
+    def __init__(self, stages: list[str], langid: LangIdConfig, perplexity: PerplexityConfig,
+                 quality: QualityConfig, filt: FilterConfig):
+        super().__init__()
+        self.stages, self.langid, self.perplexity = stages, langid, perplexity
+        self.quality, self.filt = quality, filt
+
+    def expand(self, docs):
+        checks = []
+        if "langid" in self.stages:
+            docs = docs | "LangId" >> beam.ParDo(LangIdFn(self.langid))
+            checks.append("lang")
+        if "quality" in self.stages:
+            checks.append("heuristic")
+        if "perplexity" in self.stages:
+            docs = docs | "Perplexity" >> beam.ParDo(PerplexityFn(self.perplexity))
+            checks.append("perplexity")
+        if "quality" in self.stages:
+            docs = docs | "Quality" >> beam.ParDo(QualityFn(self.quality))
+            checks.append("quality")
+        out = docs | "Filter" >> beam.ParDo(FilterFn(self.filt, tuple(checks))).with_outputs(
+            REJECTS, STATS, OTHER, main="docs")
+        return {"docs": out.docs, "rejects": out[REJECTS], "stats": out[STATS], OTHER: out[OTHER]}
