@@ -11,7 +11,10 @@ SKYPILE_DATA ?= ../shared/data
 DEMO_OUT    ?= out/demo
 export SKYPILE_DATA
 
-.PHONY: demo test venv lock bench clean help
+KENLM_BIN   := .cache/kenlm/bin
+export SKYPILE_KENLM_BIN := $(abspath $(KENLM_BIN))
+
+.PHONY: demo test venv kenlm lock bench clean help
 
 help:
 	@echo "make demo   - web pipeline on the sample WARCs in SKYPILE_DATA=$(SKYPILE_DATA), then the tokenizer"
@@ -21,6 +24,11 @@ help:
 
 venv: $(VENV)/.installed
 
+kenlm: $(KENLM_BIN)/lmplz
+
+$(KENLM_BIN)/lmplz: scripts/build_kenlm.sh | venv
+	scripts/build_kenlm.sh .cache/kenlm $(PY)
+
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -28,19 +36,23 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-# The demo chain so far: web pipeline -> base tokenizer -> Chinese extension -> HF export.
+# The demo chain so far: classifiers -> web pipeline (every stage) -> base tokenizer ->
+# Chinese extension -> HF export.
 # Each step is a file target, so a re-run reuses what is already built.
 DEMO_BASE_VOCAB ?= 8000
 DEMO_ADD_CHARS  ?= 3000
 DEMO_TOTAL      ?= 16384
 
-demo: venv $(DEMO_OUT)/tokenizer/hf/tokenizer.json
+demo: venv kenlm $(DEMO_OUT)/tokenizer/hf/tokenizer.json
 	@echo; echo "== web pipeline: $(DEMO_OUT)/web/stats.json"; cat $(DEMO_OUT)/web/stats.json | head -60
 	@echo; echo "== tokenizer"; $(VENV)/bin/skypile tokenizer info --model $(DEMO_OUT)/tokenizer/bilingual.model
 
-$(DEMO_OUT)/web/stats.json: | venv
+$(DEMO_OUT)/models/web.yaml: | venv kenlm
 	@test -d "$(SKYPILE_DATA)" || { echo "error: SKYPILE_DATA=$(SKYPILE_DATA) is not a folder"; exit 2; }
-	$(VENV)/bin/skypile web \
+	$(VENV)/bin/skypile classifiers train --data $(SKYPILE_DATA) --output $(DEMO_OUT)/models
+
+$(DEMO_OUT)/web/stats.json: $(DEMO_OUT)/models/web.yaml
+	$(VENV)/bin/skypile web --config $(DEMO_OUT)/models/web.yaml \
 		--input '$(SKYPILE_DATA)/warc/*/*.warc*' \
 		--input '$(SKYPILE_DATA)/extraction-en/pages.warc.gz' \
 		--input '$(SKYPILE_DATA)/extraction-zh/pages.warc.gz' \
@@ -62,12 +74,13 @@ $(DEMO_OUT)/tokenizer/bilingual.model: $(DEMO_OUT)/tokenizer/base.model
 $(DEMO_OUT)/tokenizer/hf/tokenizer.json: $(DEMO_OUT)/tokenizer/bilingual.model
 	$(VENV)/bin/skypile tokenizer export --model $< --output $(DEMO_OUT)/tokenizer/hf
 
-test: venv
+test: venv kenlm
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: venv
 	$(PY) benchmarks/extraction.py
 	$(PY) benchmarks/dedup.py quality
+	$(PY) benchmarks/quality.py --models $(DEMO_OUT)/models
 	$(PY) benchmarks/tokenizer.py --base $(DEMO_OUT)/tokenizer/base.model \
 		--extended $(DEMO_OUT)/tokenizer/bilingual.model
 
@@ -81,4 +94,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache .cache

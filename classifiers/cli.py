@@ -3,6 +3,7 @@
     skypile classifiers train --data DATA_DIR --output MODELS_DIR [--kenlm-bin DIR]
     skypile classifiers kenlm-train --input GLOB --lang zh --output DIR
     skypile classifiers quality-train --positives GLOB --negatives GLOB --output FILE
+    skypile classifiers stem-train --data DATA_DIR --output FILE
     skypile classifiers cutoffs --sample GLOB --models-config FILE --output cutoff.csv
 
 ``train`` makes everything the default web config needs from the shared data folder and
@@ -26,7 +27,7 @@ from typing import Iterable, Iterator
 import yaml
 
 from skypile.classifiers import perplexity as ppl
-from skypile.classifiers import quality
+from skypile.classifiers import quality, stem
 from skypile.classifiers.langid import LangId
 from skypile.tokenizer import TokenizerError, iter_texts
 
@@ -161,12 +162,17 @@ def train_all(data: Path, out: Path, kenlm_bin: str | None) -> dict:
     pos, neg = src.quality_examples()
     report["quality"] = quality.train(pos, neg, str(out / "quality.bin"), quality.QualityTrainConfig())
     LOG.info("quality classifier: %s", report["quality"])
+    general = [t for lang in ("en", "zh") for t in src.wiki(lang)] + samples["en"] + samples["zh"]
+    report["stem"] = stem.train_from_data(data, general, str(out / "stem.bin"))
+    LOG.info("STEM classifier: %s", report["stem"])
     config = {
-        "stages": ["extract", "blocks", "exact", "minhash", "langid", "perplexity", "quality"],
+        "stages": ["extract", "blocks", "exact", "minhash", "langid", "perplexity", "quality",
+                   "stem"],
         "perplexity": {"models": {lang: {k: str(Path(v).resolve()) for k, v in m.items()}
                                   for lang, m in models.items()},
                        "cutoffs": str(cutoffs.resolve())},
         "quality": {"model": str((out / "quality.bin").resolve())},
+        "stem": {"model": str((out / "stem.bin").resolve())},
     }
     (out / "web.yaml").write_text(
         "# Written by `skypile classifiers train`; use with skypile web --config THIS_FILE\n"
@@ -195,6 +201,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--positives", action="append", required=True, metavar="GLOB")
     q.add_argument("--negatives", action="append", required=True, metavar="GLOB")
     q.add_argument("--output", required=True, metavar="FILE")
+    s = sub.add_parser("stem-train", help="fastText STEM classifier (exercises and solutions "
+                                          "vs general text): GSM8K + C-Eval/CMMLU dev")
+    s.add_argument("--data", required=True, metavar="DATA_DIR")
+    s.add_argument("--negatives", action="append", metavar="GLOB",
+                   help="general text (default: the data folder's Wikipedia and web text)")
+    s.add_argument("--output", required=True, metavar="FILE")
     c = sub.add_parser("cutoffs", help="per-language perplexity percentiles (CCNet cutoff.csv)")
     c.add_argument("--sample", action="append", required=True, metavar="GLOB")
     c.add_argument("--models-config", required=True, metavar="FILE",
@@ -215,6 +227,11 @@ def run(argv: list[str] | None = None) -> int:
             paths = ppl.train(iter_texts(args.input), args.lang, args.output,
                               ppl.KenLMTrainConfig(order=args.order), args.kenlm_bin)
             print(json.dumps(paths))
+        elif args.cmd == "stem-train":
+            src = Sources(Path(args.data))
+            negatives = list(iter_texts(args.negatives)) if args.negatives else (
+                [t for lang in ("en", "zh") for t in src.wiki(lang) + src.web(lang)])
+            print(json.dumps(stem.train_from_data(Path(args.data), negatives, args.output)))
         elif args.cmd == "quality-train":
             print(json.dumps(quality.train(iter_texts(args.positives), iter_texts(args.negatives),
                                            args.output, quality.QualityTrainConfig())))

@@ -41,18 +41,22 @@ class QualityTrainConfig:
 
 
 def train(positives: Iterable[str], negatives: Iterable[str], out_path: str,
-          cfg: QualityTrainConfig) -> dict:
-    """Train and save the classifier; returns precision / recall on the held-out split."""
+          cfg: QualityTrainConfig, labels: tuple[str, str] = (POSITIVE, NEGATIVE)) -> dict:
+    """Train and save a binary classifier; returns precision / recall on the held-out split.
+
+    ``labels`` names the positive and the negative class (the STEM classifier uses its own).
+    """
     import fasttext
 
+    pos_label, neg_label = labels
     rng = random.Random(cfg.seed)
-    rows = [(POSITIVE, prepare(t)) for t in positives] + [(NEGATIVE, prepare(t)) for t in negatives]
+    rows = [(pos_label, prepare(t)) for t in positives] + [(neg_label, prepare(t)) for t in negatives]
     rows = [(label, text) for label, text in rows if text]
     rng.shuffle(rows)
     n_test = int(len(rows) * cfg.held_out)
     test, train_rows = rows[:n_test], rows[n_test:]
-    if not any(l == POSITIVE for l, _ in train_rows) or not any(l == NEGATIVE for l, _ in train_rows):
-        raise ValueError("the quality classifier needs both positive and negative examples")
+    if not any(l == pos_label for l, _ in train_rows) or not any(l == neg_label for l, _ in train_rows):
+        raise ValueError("a classifier needs both positive and negative examples")
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
         f.writelines(f"{label} {text}\n" for label, text in train_rows)
         train_file = f.name
@@ -64,13 +68,13 @@ def train(positives: Iterable[str], negatives: Iterable[str], out_path: str,
         Path(train_file).unlink()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     model.save_model(out_path)
-    scorer = Classifier(out_path)
+    scorer = Classifier(out_path, pos_label)
     tp = fp = fn = 0
     for label, text in test:
         predicted = scorer.score_prepared(text) >= 0.5
-        tp += predicted and label == POSITIVE
-        fp += predicted and label == NEGATIVE
-        fn += (not predicted) and label == POSITIVE
+        tp += predicted and label == pos_label
+        fp += predicted and label == neg_label
+        fn += (not predicted) and label == pos_label
     return {"train": len(train_rows), "held_out": len(test),
             "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
             "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0}
@@ -85,8 +89,10 @@ class QualityConfig:
 
 
 class Classifier:
-    def __init__(self, path: str):
-        self.path = path
+    """A trained binary fastText model; ``score`` is the positive label's probability."""
+
+    def __init__(self, path: str, positive: str = POSITIVE):
+        self.path, self.positive = path, positive
         self._model = None
 
     @property
@@ -101,7 +107,7 @@ class Classifier:
     def score_prepared(self, prepared: str) -> float:
         labels, probs = self.model.predict(prepared, k=2)
         for label, p in zip(labels, probs):
-            if label == POSITIVE:
+            if label == self.positive:
                 return round(float(min(p, 1.0)), 4)
         return 0.0
 
@@ -109,7 +115,7 @@ class Classifier:
         return self.score_prepared(prepare(text))
 
     def __getstate__(self):
-        return {"path": self.path}
+        return {"path": self.path, "positive": self.positive}
 
     def __setstate__(self, state):
-        self.__init__(state["path"])
+        self.__init__(state["path"], state["positive"])

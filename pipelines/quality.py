@@ -1,7 +1,8 @@
 """CCNet-style quality stages: score (never drop), then one threshold step.
 
 Scorers: ``langid`` (metadata.lang, lang_score, lang_shares), ``perplexity``
-(metadata.perplexity, bucket), ``quality`` (metadata.quality_score, heuristics). The
+(metadata.perplexity, bucket), ``quality`` (metadata.quality_score, heuristics); after
+the threshold step, ``stem`` tags the kept documents' metadata.corpus (stem / main). The
 threshold step applies the config to the scores, in this order, each under its own
 stage name in stats and reasons: ``lang`` (lang:unsupported, lang:low-score, or routed
 to OUTPUT/other), ``heuristic`` (heuristic:<name>), ``perplexity`` (perplexity:tail),
@@ -19,6 +20,7 @@ from skypile import heuristics
 from skypile.classifiers.langid import LangId, LangIdConfig
 from skypile.classifiers.perplexity import PerplexityConfig, Scorer
 from skypile.classifiers.quality import Classifier, QualityConfig
+from skypile.classifiers.stem import StemConfig, Tagger
 from skypile.document import Document, Reject
 from skypile.pipelines.common import REJECTS, STATS, StageFn
 
@@ -98,6 +100,21 @@ class QualityFn(beam.DoFn):
         yield doc
 
 
+class StemFn(beam.DoFn):
+    """Tags metadata.corpus as stem or main (SkyPile-STEM / SkyPile-Main); never drops."""
+
+    def __init__(self, cfg: StemConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self._tagger = Tagger(self.cfg)
+
+    def process(self, doc: Document):
+        score, corpus = self._tagger.tag(doc.text)
+        doc.metadata.update(stem_score=score, corpus=corpus)
+        yield doc
+
+
 def quality_group(score: float, groups: dict) -> str:
     for name, lowest in sorted(groups.items(), key=lambda kv: -kv[1]):
         if score >= lowest:
@@ -158,10 +175,10 @@ class QualityStages(beam.PTransform):
     """Scorers for the listed stages, then the threshold step."""
 
     def __init__(self, stages: list[str], langid: LangIdConfig, perplexity: PerplexityConfig,
-                 quality: QualityConfig, filt: FilterConfig):
+                 quality: QualityConfig, filt: FilterConfig, stem: StemConfig | None = None):
         super().__init__()
         self.stages, self.langid, self.perplexity = stages, langid, perplexity
-        self.quality, self.filt = quality, filt
+        self.quality, self.filt, self.stem = quality, filt, stem or StemConfig()
 
     def expand(self, docs):
         checks = []
@@ -176,6 +193,14 @@ class QualityStages(beam.PTransform):
         if "quality" in self.stages:
             docs = docs | "Quality" >> beam.ParDo(QualityFn(self.quality))
             checks.append("quality")
-        out = docs | "Filter" >> beam.ParDo(FilterFn(self.filt, tuple(checks))).with_outputs(
-            REJECTS, STATS, OTHER, main="docs")
-        return {"docs": out.docs, "rejects": out[REJECTS], "stats": out[STATS], OTHER: out[OTHER]}
+        if checks:
+            out = docs | "Filter" >> beam.ParDo(FilterFn(self.filt, tuple(checks))).with_outputs(
+                REJECTS, STATS, OTHER, main="docs")
+            kept, rejects, stats, other = out.docs, out[REJECTS], out[STATS], out[OTHER]
+        else:  # only tagging: nothing to threshold
+            kept = docs
+            rejects, stats, other = (docs.pipeline | f"No{name}" >> beam.Create([])
+                                     for name in ("Rejects", "Stats", "Other"))
+        if "stem" in self.stages:
+            kept = kept | "Stem" >> beam.ParDo(StemFn(self.stem))
+        return {"docs": kept, "rejects": rejects, "stats": stats, OTHER: other}

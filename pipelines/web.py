@@ -31,15 +31,17 @@ from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, 
 from skypile.classifiers.langid import LangIdConfig
 from skypile.classifiers.perplexity import PerplexityConfig
 from skypile.classifiers.quality import QualityConfig
+from skypile.classifiers.stem import StemConfig
 from skypile.pipelines.dedup import (DedupConfig, ExactDedup, MinHashDedup, RecurringBlocks,
                                      SemanticDedup)
 from skypile.pipelines.quality import CHECKS, OTHER, FilterConfig, QualityStages
 from skypile.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
                              read_file)
 
-STAGES = ("extract", "blocks", "exact", "minhash", "semantic", "langid", "perplexity", "quality")
+STAGES = ("extract", "blocks", "exact", "minhash", "semantic", "langid", "perplexity", "quality",
+          "stem")
 """Stages this pipeline knows, in the order they run."""
-SCORERS = ("langid", "perplexity", "quality")
+SCORERS = ("langid", "perplexity", "quality", "stem")
 STATS_ORDER = ("read", "extract", "blocks", "exact", "minhash", "semantic", *CHECKS)
 DEFAULT_STAGES = ["extract", "blocks", "exact", "minhash"]
 
@@ -50,8 +52,8 @@ class WebConfig:
 
     stages: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_STAGES))
     """Stages to run (they always run in the report's order): extract, blocks, exact,
-    minhash, semantic, langid, perplexity, quality. semantic and the quality stages run
-    only when listed (the quality stages need models: skypile classifiers train)."""
+    minhash, semantic, langid, perplexity, quality, stem. semantic and the quality stages
+    run only when listed (they need models: skypile classifiers train)."""
     read: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
     dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
@@ -59,6 +61,7 @@ class WebConfig:
     perplexity: PerplexityConfig = dataclasses.field(default_factory=PerplexityConfig)
     quality: QualityConfig = dataclasses.field(default_factory=QualityConfig)
     filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
+    stem: StemConfig = dataclasses.field(default_factory=StemConfig)
     storage_options: dict = dataclasses.field(default_factory=dict)
     """fsspec options for remote inputs and outputs (e.g. {endpoint_url: ...} for S3)."""
 
@@ -165,7 +168,7 @@ def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
             counts.append(out["stats"])
     if any(s in cfg.stages for s in SCORERS):
         out = docs | "QualityFiltering" >> QualityStages(cfg.stages, cfg.langid, cfg.perplexity,
-                                                         cfg.quality, cfg.filter)
+                                                         cfg.quality, cfg.filter, cfg.stem)
         docs = out["docs"]
         rejects.append(out["rejects"])
         counts.append(out["stats"])
@@ -267,6 +270,9 @@ def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) 
         raise cfglib.ConfigError("the perplexity stage needs models (perplexity.models); "
                                  "make them with: skypile classifiers train, then --config "
                                  "MODELS_DIR/web.yaml")
+    if "stem" in cfg.stages and not cfg.stem.model:
+        raise cfglib.ConfigError("the stem stage needs stem.model; make it with: "
+                                 "skypile classifiers train, then --config MODELS_DIR/web.yaml")
     if "quality" in cfg.stages and not cfg.quality.model:
         raise cfglib.ConfigError("the quality stage needs quality.model; make it with: "
                                  "skypile classifiers train, then --config MODELS_DIR/web.yaml")

@@ -47,15 +47,16 @@ def read_json(url: str, storage_options: dict | None = None) -> Any:
         return json.load(f)
 
 
-def commit(staging: str, output: str, storage_options: dict | None = None) -> None:
+def commit(staging: str, output: str, storage_options: dict | None = None,
+           names: tuple[str, ...] = CONTRACT) -> None:
     """Replace the output's contract paths with the staged ones, then drop the staging."""
     fs, out_path = fs_and_path(output, storage_options)
     _, stage_path = fs_and_path(staging, storage_options)
-    for name in CONTRACT:
+    for name in names:
         old = posixpath.join(out_path, name)
         if fs.exists(old):
             fs.rm(old, recursive=True)
-    for name in CONTRACT:
+    for name in names:
         new = posixpath.join(stage_path, name)
         # file by file: object stores have no folders to rename
         for src in fs.find(new):

@@ -55,6 +55,9 @@ class ReaderOptions:
     """A WARC header block longer than this is treated as corruption."""
     text_only: bool = False
     """Accept only text documents (JSONL, Parquet, WET); pages needing extraction are rejected."""
+    parallel_fields: list[str] = dataclasses.field(default_factory=list)
+    """English-Chinese pairs: two JSONL/Parquet fields (e.g. [en, zh]) joined into one
+    document, English first (source_kind=parallel). TSV files are always read as pairs."""
 
 
 @dataclasses.dataclass
@@ -103,6 +106,8 @@ def detect_format(path: str, head: bytes) -> str:
         return "jsonl"
     if name.endswith((".txt", ".raw", ".tokens")):
         return "text"
+    if name.endswith(".tsv"):
+        return "tsv"
     return "unknown"
 
 
@@ -478,8 +483,19 @@ def _parse_warc_headers(block: bytes) -> dict[str, str]:
 
 # ---- JSONL and Parquet ---------------------------------------------------------------------
 
+def _pair_text(first, second) -> str | None:
+    if isinstance(first, str) and isinstance(second, str) and first.strip() and second.strip():
+        return f"{first.strip()}\n{second.strip()}"
+    return None
+
+
 def _row_record(row: dict, path: str, where: str, opts: ReaderOptions) -> RawRecord | Reject:
-    text = row.get(opts.text_field)
+    if opts.parallel_fields:
+        a, b = opts.parallel_fields[:2]
+        text = _pair_text(row.get(a), row.get(b))
+        row = {**row, "source_kind": "parallel"}
+    else:
+        text = row.get(opts.text_field)
     raw_id = row.get(opts.id_field)
     doc_id = str(raw_id) if raw_id not in (None, "") else stable_id(path, where)
     url = row.get(opts.url_field) or ""
@@ -487,15 +503,16 @@ def _row_record(row: dict, path: str, where: str, opts: ReaderOptions) -> RawRec
         return Reject(id=doc_id, url=str(url), stage=STAGE,
                       reason=f"{STAGE}:no-text-field", source=path,
                       text=json.dumps(row, ensure_ascii=False, default=str)[:1 << 20],
-                      detail={"file": path, "at": where, "field": opts.text_field})
+                      detail={"file": path, "at": where,
+                              "field": opts.parallel_fields or opts.text_field})
     if not text.strip():
         return Reject(id=doc_id, url=str(url), stage=STAGE, reason=f"{STAGE}:empty-text",
                       source=path, detail={"file": path, "at": where})
     # our own output rows carry a metadata object: keep it flat, not nested
     meta = dict(row["metadata"]) if isinstance(row.get("metadata"), dict) else {}
     meta.update({k: v for k, v in row.items()
-                 if k not in (opts.text_field, opts.id_field, opts.url_field, "metadata")
-                 and _jsonable(v)})
+                 if k not in (opts.text_field, opts.id_field, opts.url_field, "metadata",
+                              *opts.parallel_fields) and _jsonable(v)})
     meta.update({"file": path, "at": where})
     return RawRecord(id=doc_id, url=str(url), source=path, kind="text", body=text, metadata=meta)
 
@@ -580,6 +597,26 @@ def _text_records(path: str, stream: BinaryIO, gz: bool, stats: ReadStats
                         body="\n".join(para), metadata={"file": path, "at": f"line {start}"})
 
 
+def _tsv_pairs(path: str, stream: BinaryIO, gz: bool, stats: ReadStats
+               ) -> Iterator[RawRecord | Reject]:
+    """Parallel text: ``english<TAB>chinese`` per line, each pair one document."""
+    fh = io.TextIOWrapper(gzip.GzipFile(fileobj=stream) if gz else stream, encoding="utf-8",
+                          errors="replace")
+    for lineno, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        stats.records += 1
+        cols = line.rstrip("\n").split("\t")
+        text = _pair_text(*cols[:2]) if len(cols) >= 2 else None
+        rid = stable_id(path, str(lineno))
+        if text is None:
+            yield Reject(id=rid, url="", stage=STAGE, reason=f"{STAGE}:not-a-pair", text=line,
+                         source=path, detail={"file": path, "line": lineno})
+            continue
+        yield RawRecord(id=rid, url="", source=path, kind="text", body=text,
+                        metadata={"file": path, "at": f"line {lineno}", "source_kind": "parallel"})
+
+
 # ---- entry point -------------------------------------------------------------------------
 
 def read_file(path: str, opts: ReaderOptions | None = None,
@@ -600,7 +637,7 @@ def read_file(path: str, opts: ReaderOptions | None = None,
         raw.seek(0)
         fmt = detect_format(path, head)
         if fmt == "unknown":
-            raise UnreadableFile(f"{path}: not a WARC, JSONL, Parquet or .txt file "
+            raise UnreadableFile(f"{path}: not a WARC, JSONL, Parquet, .txt or .tsv file "
                                  f"(starts with {bytes(head[:12])!r})")
         stream = raw
         if magic.startswith(ZSTD_MAGIC):
@@ -613,6 +650,8 @@ def read_file(path: str, opts: ReaderOptions | None = None,
             yield from _jsonl_records(path, stream, gz, opts, stats)
         elif fmt == "text":
             yield from _text_records(path, stream, gz, stats)
+        elif fmt == "tsv":
+            yield from _tsv_pairs(path, stream, gz, stats)
         else:
             yield from _parquet_records(path, stream, opts, stats)
     finally:

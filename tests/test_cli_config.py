@@ -83,8 +83,16 @@ def test_every_config_field_is_documented():
     from skypile.extract import ExtractConfig
     from skypile.pipelines.dedup import DedupConfig, ExactConfig, SemanticConfig
     from skypile.readers import ReaderOptions
+    from skypile.heuristics import HeuristicThresholds
+    from skypile.classifiers.langid import LangIdConfig
+    from skypile.classifiers.perplexity import KenLMTrainConfig, PerplexityConfig
+    from skypile.classifiers.quality import QualityConfig, QualityTrainConfig
+    from skypile.pipelines.quality import FilterConfig
+    from skypile.tokenizer import TrainConfig
     for cls in (WebConfig, ExtractConfig, CleanupConfig, ReaderOptions, DedupConfig,
-                BlocksConfig, MinHashConfig, ExactConfig, SemanticConfig):
+                BlocksConfig, MinHashConfig, ExactConfig, SemanticConfig, HeuristicThresholds,
+                LangIdConfig, PerplexityConfig, KenLMTrainConfig, QualityConfig,
+                QualityTrainConfig, FilterConfig, TrainConfig):
         src = inspect.getsource(cls)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

@@ -118,7 +118,7 @@ def test_record_over_size_cap_is_rejected_without_holding_it(tmp_path):
 def test_non_warc_file_is_unreadable(tmp_path):
     f = tmp_path / "image.warc.gz"
     f.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
-    with pytest.raises(UnreadableFile, match="not a WARC, JSONL, Parquet or .txt"):
+    with pytest.raises(UnreadableFile, match="not a WARC, JSONL, Parquet, .txt or .tsv"):
         list(read_file(str(f)))
 
 

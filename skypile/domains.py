@@ -1,0 +1,89 @@
+"""Source / domain labels and held-out splits for token shards.
+
+Label rules come from config and are tried in order; the first match names the domain.
+A rule matches on the URL (regex), the file the document came from (regex), and/or
+metadata values (``{"corpus": "stem"}``, ``{"lang": ["en", "zh"]}``). Without a match the
+default applies, a template over metadata such as ``web_{lang}``.
+
+Held-out validation documents are chosen by a hash of the id, so the same document is
+held out on every run, whatever the order or sharding of the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+
+from skypile.document import Document
+
+
+@dataclasses.dataclass
+class LabelRule:
+    domain: str
+    """Domain name given when the rule matches (e.g. encyclopedia, code, stem)."""
+    url: str = ""
+    """Regex searched in the URL (empty: any)."""
+    source: str = ""
+    """Regex searched in the source file path (empty: any)."""
+    metadata: dict = dataclasses.field(default_factory=dict)
+    """Metadata key -> required value, or list of accepted values."""
+
+
+@dataclasses.dataclass
+class LabelConfig:
+    """How documents get their source/domain label (``labels`` in the tokenize config)."""
+
+    rules: list[LabelRule] = dataclasses.field(default_factory=lambda: [
+        LabelRule(domain="stem", metadata={"corpus": "stem"}),
+        LabelRule(domain="parallel", metadata={"source_kind": "parallel"}),
+        LabelRule(domain="code", metadata={"source_kind": "code"}),
+        LabelRule(domain="encyclopedia", url=r"(^|//|\.)(wikipedia|baike\.baidu|wikiwand)\."),
+    ])
+    """Rules tried in order; the first that matches names the domain."""
+    default: str = "web_{lang}"
+    """Domain when no rule matches; {key} is filled from metadata (unknown: 'other')."""
+
+
+def _matches(rule: LabelRule, doc: Document) -> bool:
+    if rule.url and not re.search(rule.url, doc.url or ""):
+        return False
+    if rule.source and not re.search(rule.source, doc.source or ""):
+        return False
+    for key, want in rule.metadata.items():
+        have = doc.metadata.get(key)
+        if isinstance(want, list) and have not in want:
+            return False
+        if not isinstance(want, list) and have != want:
+            return False
+    return True
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def label(doc: Document, cfg: LabelConfig) -> str:
+    for rule in cfg.rules:
+        if _matches(rule, doc):
+            return rule.domain
+    name = _FIELD.sub(lambda m: str(doc.metadata.get(m.group(1)) or "other"), cfg.default)
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def hash_fraction(doc_id: str, salt: str = "heldout") -> float:
+    """A number in [0, 1) fixed by the id: the same document always lands on the same side."""
+    return zlib.crc32(f"{salt}:{doc_id}".encode("utf-8")) / 2 ** 32
+
+
+@dataclasses.dataclass
+class HeldOutConfig:
+    """Held-out validation sets, one per domain (``held_out``)."""
+
+    fraction: float = 0.01
+    """Share of each domain's documents held out (by a hash of the id)."""
+    max_docs: int = 2000
+    """At most this many held-out documents per domain (the smallest hashes win)."""
+
+
+def is_held_out(doc_id: str, cfg: HeldOutConfig) -> bool:
+    return hash_fraction(doc_id) < cfg.fraction

@@ -1,0 +1,53 @@
+"""Shard format, manifest checksums, Megatron export, mixtures."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from skypile import mixture, shards
+
+
+def test_roundtrip_and_memmap(tmp_path):
+    docs = [[5, 6, 2], [7, 2], [2]]
+    data = shards.encode(docs, vocab_size=65536)
+    assert data[:8] == b"SKYSHARD"
+    h, tokens, offsets = shards.decode(data)
+    assert (h.version, h.dtype, h.n_tokens, h.n_docs) == (1, np.dtype("<u2"), 6, 3)
+    assert tokens.tolist() == [5, 6, 2, 7, 2, 2] and offsets.tolist() == [0, 3, 5, 6]
+    (tmp_path / "s.bin").write_bytes(data)
+    s = shards.Shard(str(tmp_path / "s.bin"))
+    assert [s.doc(i).tolist() for i in range(len(s))] == docs
+    # plain numpy, no SkyPile: the documented layout
+    raw = np.fromfile(tmp_path / "s.bin", dtype="<u2", count=6, offset=64)
+    assert raw.tolist() == [5, 6, 2, 7, 2, 2]
+
+
+def test_large_vocab_uses_uint32():
+    h, tokens, _ = shards.decode(shards.encode([[70000, 2]], vocab_size=100000))
+    assert h.dtype == np.dtype("<u4") and tokens.tolist() == [70000, 2]
+
+
+def test_bad_files_say_how_to_fix():
+    with pytest.raises(shards.ShardError, match="not a SkyPile token shard"):
+        shards.decode(b"PK\x03\x04" + bytes(100))
+    future = bytearray(shards.encode([[1, 2]], 100))
+    future[8:12] = struct.pack("<I", 9)
+    with pytest.raises(shards.ShardError, match="version 9; this SkyPile reads version 1"):
+        shards.decode(bytes(future))
+    with pytest.raises(shards.ShardError, match="truncated"):
+        shards.decode(shards.encode([[1, 2, 3]], 100)[:-4])
+
+
+def test_mixture_plan_and_cap(tmp_path):
+    spec = mixture.MixtureSpec(weights={"web_en": 3, "web_zh": 1}, max_repeat=5)
+    rows = mixture.plan({"web_en": 1000, "web_zh": 100}, spec, 800)
+    assert [(r.source, r.tokens, round(r.repeat, 2)) for r in rows] == [("web_en", 600, 0.6),
+                                                                       ("web_zh", 200, 2.0)]
+    with pytest.raises(mixture.MixtureError, match="'web_zh' would be repeated 6.0 times"):
+        mixture.plan({"web_en": 1000, "web_zh": 100}, spec, 2400)
+    with pytest.raises(mixture.MixtureError, match="'code' has no tokens"):
+        mixture.plan({"web_en": 10}, mixture.MixtureSpec(weights={"code": 1}), 5)
+    md, png = mixture.report(rows, str(tmp_path))
+    assert "| web_zh | 100 | 25.0% | 200 | 2.00 |" in md.read_text()
+    assert png.read_bytes()[:4] == b"\x89PNG"
