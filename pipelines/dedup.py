@@ -13,7 +13,6 @@ on any JSONL / Parquet document set.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 
 import apache_beam as beam
@@ -25,9 +24,6 @@ from skypile.dedup import (BlocksConfig, MinHashConfig, MinHasher, block_hash, c
                            cut_blocks, keep_key, similarity, url_key)
 from skypile.document import Document, Reject
 from skypile.pipelines.common import REJECTS, STATS, StageFn
-
-LOG = logging.getLogger("skypile")
-
 
 @dataclasses.dataclass
 class ExactConfig:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import sys
 import time
@@ -33,9 +32,6 @@ from skypile.pipelines.common import REJECTS, STATS, StageFn, WriteJsonl, WriteS
 from skypile.pipelines.web import ReadFile, as_document, split_overrides
 from skypile.readers import ReaderOptions
 from skypile.tokenizer import Tokenizer, TokenizerError, model_hash
-
-LOG = logging.getLogger("skypile")
-
 
 @dataclasses.dataclass
 class ShardConfig:
