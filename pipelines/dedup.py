@@ -74,7 +74,14 @@ class _Decide(StageFn):
     def process(self, element):
         _id, joined = element
         verdicts = sorted(joined["verdict"], key=lambda v: (v[0], v[1]))
-        for doc in joined["doc"]:
+        docs = sorted(joined["doc"], key=lambda d: (-len(d.text), d.text, d.source))
+        for extra in docs[1:]:
+            # ids should be unique; when an input repeats one, the copies cannot be told
+            # apart by any verdict: the first takes it, the others are rejected, not lost
+            yield self.drop(Reject(id=extra.id, url=extra.url, stage=self.stage,
+                                   reason=f"{self.stage}:duplicate-id", text=extra.text,
+                                   source=extra.source, detail={"kept_id": extra.id}))
+        for doc in docs[:1]:
             drop = next((v for v in verdicts if v[0] == "drop"), None)
             if drop:
                 _, reason, info = drop
@@ -182,7 +189,8 @@ def _losers(group, reason: str):
     members = sorted(members, reverse=True)
     kept = members[0][1]
     for _k, doc_id in members[1:]:
-        yield doc_id, ("drop", reason, {"kept_id": kept, "key": key})
+        if doc_id != kept:  # a repeated id is _Decide's to sort out
+            yield doc_id, ("drop", reason, {"kept_id": kept, "key": key})
 
 
 class ExactDedup(beam.PTransform):

@@ -17,6 +17,8 @@ COMMANDS = {
             "WARC/WET -> clean, deduplicated documents (Beam: extract, blocks, exact, minhash)"),
     "dedup": ("skypile.pipelines.web:run_dedup",
               "deduplicate JSONL/Parquet documents (Beam: exact, minhash; blocks, semantic)"),
+    "code": ("skypile.pipelines.code:run",
+             "repositories / archives / Stack-style rows -> clean, deduplicated code (Beam)"),
     "tokenize": ("skypile.pipelines.tokenize:run",
                  "documents -> versioned token shards per domain, held-out sets, manifest"),
     "shards": ("skypile.shards_cli:run",

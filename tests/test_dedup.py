@@ -163,3 +163,13 @@ def test_recurring_blocks_are_cut_and_reported(tmp_path):
                     equal_to([("only", "blocks:mostly-boilerplate")]), label="rejects")
     report = json.loads((tmp_path / "reports" / "recurring_blocks.json").read_text())
     assert report["top"] == [{"count": 6, "block": footer}]
+
+
+def test_repeated_ids_are_never_both_lost():
+    docs = [doc("same", "one and the same text"), doc("same", "one and the same text"),
+            doc("other", "different words entirely")]
+    with pipeline() as p:
+        out = p | beam.Create(docs) | ExactDedup(ExactConfig())
+        assert_that(out["docs"] | beam.Map(lambda d: d.id), equal_to(["same", "other"]), label="docs")
+        assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason)),
+                    equal_to([("same", "exact:duplicate-id")]), label="rejects")
