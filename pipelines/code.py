@@ -22,13 +22,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile import code as codelib
 from skypile import config as cfglib
-from skypile import output, stats
+from skypile import output
 from skypile.dedup import MinHashConfig
 from skypile.document import Document, Reject
+from skypile.readers import file_reject
 from skypile.pipelines.common import (REJECTS, STATS, StageFn, WriteJsonl, WriteStats,
                                       runner_for)
 from skypile.pipelines.dedup import ExactConfig, ExactDedup, MinHashDedup
-from skypile.pipelines.web import split_overrides
+from skypile.pipelines.web import report, split_overrides
 
 STAGES = ("code", "exact", "minhash")
 STATS_ORDER = ("read", *STAGES)
@@ -60,12 +61,17 @@ class ReadCode(StageFn):
         self.opts, self.so = opts, storage_options
 
     def process(self, path: str):
-        for item in codelib.read_code(path, self.opts, self.so):
-            if isinstance(item, Reject):
-                yield self.drop(item)
-            else:
-                self.keep("read")
-                yield item
+        try:
+            for item in codelib.read_code(path, self.opts, self.so):
+                if isinstance(item, Reject):
+                    yield self.drop(item)
+                else:
+                    self.keep("read")
+                    yield item
+        except OSError as e:  # missing, unreadable: named in the rejects, the run goes on
+            yield self.drop(file_reject(path, "unreadable-file", error=str(e)[:200]))
+            self._tally.note("files", "unreadable")
+            return
         self._tally.note("files", "read")
 
 
@@ -156,7 +162,7 @@ def run(argv: list[str] | None = None) -> int:
         unknown = [s for s in cfg.stages if s not in STAGES]
         if unknown:
             raise cfglib.ConfigError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
-        files = _expand(args.input, cfg.storage_options)
+        files = output.expand_inputs(args.input, cfg.storage_options, keep_folders=True)
     except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"skypile code: error: {e}", file=sys.stderr)
         return 2
@@ -173,26 +179,6 @@ def run(argv: list[str] | None = None) -> int:
     except BaseException:
         output.discard(staging, so)
         raise
-    print(f"skypile code: {time.monotonic() - t0:.1f}s, output in {args.output}")
-    for name, s in result["stages"].items():
-        drops = ", ".join(f"{r}={n}" for r, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]))
-        print(f"  {name:<8} in={s['in']:<8} kept={s['kept']:<8}" + (f" ({drops})" if drops else ""))
-    broken = stats.check_balanced(result["stages"]) + stats.check_chain(result["stages"], STATS_ORDER)
-    if broken:
-        print(f"skypile code: error: record counts do not add up ({'; '.join(broken)})", file=sys.stderr)
-        return 3
-    return 0
+    return report(result, args.output, time.monotonic() - t0, "skypile code", STATS_ORDER)
 
 
-def _expand(patterns: list[str], so: dict) -> list[str]:
-    """Folders stay whole (one repository each); globs and files expand as usual."""
-    import fsspec
-
-    out = []
-    for pattern in patterns:
-        fs, path = fsspec.core.url_to_fs(pattern, **so)
-        if fs.isdir(path):
-            out.append(pattern)
-        else:
-            out += output.expand_inputs([pattern], so)
-    return out

@@ -310,7 +310,9 @@ def run_dedup(argv: list[str] | None = None) -> int:
     return run(argv, DEDUP)
 
 
-def report(result: dict, out: str, seconds: float, prog: str) -> int:
+def report(result: dict, out: str, seconds: float, prog: str,
+           order: tuple[str, ...] = STATS_ORDER) -> int:
+    """Print the per-stage summary; the exit code says whether the run may be trusted."""
     stages, files = result["stages"], result["files"]
     print(f"{prog}: {seconds:.1f}s, {files['read']} files read, "
           f"{files['unreadable']} unreadable, output in {out}")
@@ -323,7 +325,7 @@ def report(result: dict, out: str, seconds: float, prog: str) -> int:
         print(f"{prog}: error: none of the {files['unreadable']} input files could "
               f"be read; see {out}/rejects", file=sys.stderr)
         return 1
-    broken = stats.check_balanced(stages) + stats.check_chain(stages, STATS_ORDER)
+    broken = stats.check_balanced(stages) + stats.check_chain(stages, order)
     if broken:  # a record went missing between stages: never let that pass quietly
         print(f"{prog}: error: record counts do not add up ({'; '.join(broken)})",
               file=sys.stderr)

@@ -77,14 +77,19 @@ def discard(staging: str, storage_options: dict | None = None) -> None:
         fs.rm(path, recursive=True)
 
 
-def expand_inputs(patterns: list[str], storage_options: dict | None = None) -> list[str]:
+def expand_inputs(patterns: list[str], storage_options: dict | None = None,
+                  keep_folders: bool = False) -> list[str]:
     """Globs, folders and single files (local or fsspec URLs) to a sorted file list.
 
+    ``keep_folders`` leaves a folder named on its own as one input (a code repository).
     Raises FileNotFoundError naming the first pattern that matches nothing.
     """
     files: list[str] = []
     for pattern in patterns:
         fs, path = fsspec.core.url_to_fs(pattern, **(storage_options or {}))
+        if keep_folders and fs.isdir(path):
+            files.append(pattern)
+            continue
         if fs.isdir(path):
             matched = [p for p in fs.find(path) if not posixpath.basename(p).startswith(".")]
         elif any(c in path for c in "*?["):
