@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile import config as cfglib
 from skypile import output, shards
-from skypile.document import Document
+from skypile.document import Document, Reject
 from skypile.domains import HeldOutConfig, LabelConfig, hash_fraction, is_held_out, label
 from skypile.pipelines.common import REJECTS, STATS, StageFn, WriteJsonl, WriteStats, runner_for
 from skypile.pipelines.web import ReadFile, as_document, split_overrides
@@ -67,7 +67,6 @@ class Encode(StageFn):
     def process(self, doc: Document, held_out_ids):
         ids = self._tok.encode(doc.text)
         if len(ids) < self.cfg.shards.min_doc_tokens:
-            from skypile.document import Reject
             yield self.drop(Reject(id=doc.id, url=doc.url, stage="tokenize",
                                    reason="tokenize:too-short", text=doc.text, source=doc.source))
             return
@@ -142,9 +141,9 @@ def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, stagin
     held = (docs
             | "HeldOutCandidates" >> beam.FlatMap(_held_out_candidates, cfg)
             | "SmallestHashes" >> beam.combiners.Top.PerKey(cfg.held_out.max_docs, reverse=True)
-            | "HeldOutIds" >> beam.FlatMap(lambda kv: [i for _h, i in kv[1]]))
-    encoded = docs | "Encode" >> beam.ParDo(
-        Encode(model, cfg), pvalue.AsList(held)).with_outputs(REJECTS, STATS, main="tokens")
+            | "HeldOutIds" >> beam.FlatMap(lambda kv: [(i, True) for _h, i in kv[1]]))
+    encoded = docs | "Encode" >> beam.ParDo(  # a dict side input: O(1) membership per document
+        Encode(model, cfg), pvalue.AsDict(held)).with_outputs(REJECTS, STATS, main="tokens")
     tokens = encoded.tokens
     totals = (tokens | "Lengths" >> beam.Map(lambda kv: (kv[0], len(kv[1][1])))
               | "Totals" >> beam.CombinePerKey(sum))
