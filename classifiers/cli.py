@@ -14,7 +14,6 @@ every stage.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import os
@@ -39,16 +38,9 @@ def held_out(text: str, share: float = 0.1) -> bool:
     return zlib.crc32(text.encode("utf-8")) % 1000 < share * 1000
 
 
-def _jsonl(path: Path, field: str) -> Iterator[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        head = f.read(1)
-        f.seek(0)
-        rows = json.load(f) if head == "[" else (json.loads(line) for line in f if line.strip())
-        for row in rows:
-            text = row.get(field) or row.get("text") or row.get("raw_content") or ""
-            if text.strip():
-                yield text
+def _jsonl(path: Path, field: str) -> list[str]:
+    """A JSONL file's texts, through the project's one reader."""
+    return list(iter_texts([str(path)], text_field=field))
 
 
 _WIKITEXT_FIXES = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" , ", ", "), (" . ", ". "),

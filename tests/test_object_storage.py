@@ -2,38 +2,21 @@
 
 import gzip
 import json
-import socket
 
 import fsspec
 import pytest
 
 from skypile.pipelines.web import run
+from s3server import moto_s3
 from warcgen import ARTICLE, gz, http_response, record
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}",
-                                 "region_name": "us-east-1"}}
-    import boto3
-    boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
-                 **options["client_kwargs"]).create_bucket(Bucket="corpus")
-    yield options
-    server.stop()
+    with moto_s3("corpus") as (_client, options):
+        yield options
 
 
 def test_web_pipeline_reads_and_writes_s3(s3_server, tmp_path):

@@ -2,7 +2,6 @@
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 from skypile import shards
 from skypile import tokenizer as tk
 from skypile.pipelines.tokenize import run
+from s3server import moto_s3
 
 pytestmark = pytest.mark.integration
 
@@ -113,35 +113,13 @@ def test_bad_tokenizer_is_one_line(tmp_path):
 
 # ---- real object storage ------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto's S3 server on 127.0.0.1 in its own process (started and stopped here)."""
-    import boto3
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    for _ in range(100):
-        try:
-            client.create_bucket(Bucket="shards")
-            break
-        except Exception:  # the server is still starting
-            time.sleep(0.1)
-    cfg = tmp_path_factory.mktemp("s3cfg") / "s3.json"
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    cfg.write_text(json.dumps({"storage_options": options}))
-    yield client, cfg, options
-    proc.terminate()
-    proc.wait(10)
+    """moto's S3 server on 127.0.0.1, started and stopped by the test module."""
+    with moto_s3("shards") as (client, options):
+        cfg = tmp_path_factory.mktemp("s3cfg") / "s3.json"
+        cfg.write_text(json.dumps({"storage_options": options}))
+        yield client, cfg, options
 
 
 def _objects(client, prefix):
@@ -174,8 +152,7 @@ def test_s3_interrupted_run_resumes_byte_identical(corpus, s3, tmp_path):
         for key in ["manifest.json", *sorted(k for k in before if k.endswith(".bin"))[::2]]:
             client.delete_object(Bucket="shards", Key="resumed/" + key)
         before = _objects(client, "resumed/")
-    done = {k: o for k, o in before if k.endswith(".bin")} if False else \
-        {k: o for k, o in before.items() if k.endswith(".bin")}
+    done = {k: o for k, o in before.items() if k.endswith(".bin")}
     assert 0 < len(done) < len(shard_keys) and "manifest.json" not in before
 
     assert run(args + ["--output", "s3://shards/resumed"]) == 0
