@@ -4,10 +4,12 @@
                 [--stages LIST] [--config FILE] [--section.key=value ...] [Beam flags]
     skypile dedup --input GLOB --output DIR_OR_URL [--config FILE]   (documents in)
 
-Stages run in the report's order: ``extract`` (structural extraction), then distribution
-filtering and deduplication: ``blocks``, ``exact``, ``minhash``, ``semantic``.
-Output contract: ``OUTPUT/docs/*.jsonl.gz``, ``OUTPUT/rejects/*.jsonl.gz``,
-``OUTPUT/stats.json`` and the resolved ``OUTPUT/config.json``, replaced whole on success.
+Stages run in the report's order: ``extract`` (structural extraction), distribution
+filtering and deduplication (``blocks``, ``exact``, ``minhash``, ``semantic``), CCNet-style
+quality (``langid``, ``perplexity``, ``quality`` and their threshold step), then ``stem``
+tagging for the STEM / Main split. Output contract: ``OUTPUT/docs/*.jsonl.gz``,
+``OUTPUT/rejects/*.jsonl.gz``, ``OUTPUT/stats.json``, ``OUTPUT/reports/``, ``OUTPUT/other/``
+and the resolved ``OUTPUT/config.json``, replaced whole on success.
 """
 
 from __future__ import annotations
