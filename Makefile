@@ -19,7 +19,7 @@ export SKYPILE_KENLM_BIN := $(abspath $(KENLM_BIN))
 help:
 	@echo "make demo   - web pipeline on the sample WARCs in SKYPILE_DATA=$(SKYPILE_DATA), then the tokenizer"
 	@echo "make test   - run the test suite"
-	@echo "make bench  - extraction benchmark (writes figures for BENCHMARKS.md)"
+	@echo "make bench  - every benchmark of BENCHMARKS.md (runs the demo first; ~15 minutes)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 
 venv: $(VENV)/.installed
@@ -77,12 +77,15 @@ $(DEMO_OUT)/tokenizer/hf/tokenizer.json: $(DEMO_OUT)/tokenizer/bilingual.model
 test: venv kenlm
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-bench: venv
+bench: demo
 	$(PY) benchmarks/extraction.py
 	$(PY) benchmarks/dedup.py quality
 	$(PY) benchmarks/quality.py --models $(DEMO_OUT)/models
 	$(PY) benchmarks/tokenizer.py --base $(DEMO_OUT)/tokenizer/base.model \
 		--extended $(DEMO_OUT)/tokenizer/bilingual.model
+	$(PY) benchmarks/shards.py --tokenizer $(DEMO_OUT)/tokenizer/bilingual.model
+	$(PY) benchmarks/code.py
+	$(PY) benchmarks/dedup.py scale --docs 100000 --workers 2
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
