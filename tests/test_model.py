@@ -1,6 +1,5 @@
 """The LLaMA-style model on the CPU: shapes, presets, causality, and Hugging Face parity."""
 
-import pytest
 import torch
 
 from skypile.trainer.model import PRESETS, ModelConfig, build, count_params, hf_config, hf_state_dict
