@@ -23,6 +23,8 @@ COMMANDS = {
                  "documents -> versioned token shards per domain, held-out sets, manifest"),
     "shards": ("skypile.shards_cli:run",
                "inspect / verify token shards, convert to Megatron-LM, plan a mixture"),
+    "train": ("skypile.trainer.train:run",
+              "train the LLaMA-style model on token shards (CPU or torchrun on GPUs)"),
     "classifiers": ("skypile.classifiers.cli:run",
                     "train language / KenLM perplexity / quality models; writes a web config"),
     "tokenizer": ("skypile.tokenizer_cli:run",

@@ -1,0 +1,77 @@
+"""The trainer on the CPU, on token shards the project writes from real text."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from skypile import config as cfglib
+from skypile import tokenizer as tk
+from skypile.pipelines.tokenize import run as tokenize
+from skypile.trainer.config import TrainConfig
+from skypile.trainer.train import train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shards(data_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    with open(d / "docs.jsonl", "w", encoding="utf-8") as f:
+        for i, line in enumerate(open(data_dir / "gsm8k/train.jsonl", encoding="utf-8")):
+            if i >= 1500:
+                break
+            r = json.loads(line)
+            f.write(json.dumps({"id": f"g{i}", "text": r["question"] + "\n" + r["answer"],
+                                "metadata": {"corpus": "stem"}}) + "\n")
+        for i, line in enumerate(open(data_dir / "skywork-eval/zh_finance.jsonl", encoding="utf-8")):
+            f.write(json.dumps({"id": f"z{i}", "text": json.loads(line)["text"],
+                                "metadata": {"lang": "zh"}}, ensure_ascii=False) + "\n")
+    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TrainConfig(vocab_size=4000))
+    assert tokenize(["--input", str(d / "docs.jsonl"), "--tokenizer", str(model),
+                     "--output", str(d / "shards"), "--held_out.fraction=0.05"]) == 0
+    return str(d / "shards")
+
+
+def config(shards, out, **over) -> TrainConfig:
+    base = {"preset": "debug", "steps": 6, "data": {"shards": shards, "seq_len": 64,
+            "batch_size": 4, "weights": {"stem": 0.5, "web_zh": 0.5}},
+            "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2},
+            "checkpoint": {"dir": str(out), "every": 3, "keep_last": 1},
+            "eval": {"every": 3, "batches": 2}}
+    for k, v in over.items():
+        cfglib.set_dotted(base, k, v)
+    return cfglib.from_dict(TrainConfig, base)
+
+
+def test_loss_goes_down_and_outputs_are_written(shards, tmp_path):
+    rows = train(config(shards, tmp_path / "run", steps=40, **{"eval.every": 20}), log=lambda *_: None)
+    first = sum(r["loss"] for r in rows[:5]) / 5
+    last = sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < first - 0.5
+    for name in ("metrics.csv", "validation.csv", "validation.png", "config.json"):
+        assert (tmp_path / "run" / name).exists()
+    vals = (tmp_path / "run/validation.csv").read_text().splitlines()
+    assert vals[0].startswith("step,") and "stem" in vals[0] and len(vals) == 3
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-40"]  # keep_last 1
+
+
+def test_resume_is_exact(shards, tmp_path):
+    straight = train(config(shards, tmp_path / "a"), log=lambda *_: None)
+    train(config(shards, tmp_path / "b", steps=3), log=lambda *_: None)
+    resumed = train(config(shards, tmp_path / "b"), log=lambda *_: None)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight[3:]]  # bit for bit
+
+
+def test_two_processes_with_fsdp2(shards, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "skypile.cli", "train",
+           f"--data.shards={shards}", f"--checkpoint.dir={tmp_path / 'fsdp'}", "--preset=debug",
+           "--steps=4", "--data.seq_len=64", "--data.batch_size=2",
+           "--data.weights={stem: 0.5, web_zh: 0.5}", "--checkpoint.every=2", "--eval.every=2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (tmp_path / "fsdp" / "step-4" / ".metadata").exists()

@@ -1,0 +1,314 @@
+"""``skypile train``: the training loop, on one process or under torchrun.
+
+    skypile train --config trainer/configs/stage1.toml [--section.key=value ...] [--dry-run]
+    torchrun --nproc_per_node 8 -m skypile.cli train --config ...
+
+Per step: a deterministic batch from the mixture sampler (its state is the step), loss,
+backward, gradient clip, and a skipped (logged) step when the loss or the gradient norm is
+not finite. Checkpoints are PyTorch distributed checkpoints (one folder per step, sharded
+per rank) holding the model, the optimiser and the step, so a resumed run continues the
+exact stream. Metrics go to OUTPUT/metrics.csv and validation curves per domain to
+OUTPUT/validation.csv and validation.png.
+
+MFU (PaLM, appendix B): FLOPs per token = 6 N + 12 L d T (N non-embedding... here all
+parameters, L layers, d width, T sequence length); MFU = tokens/s x FLOPs per token /
+peak FLOP/s, reported when ``peak_tflops`` is known (the CUDA device's, or configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from skypile import batches
+from skypile import config as cfglib
+from skypile.shards import ShardError, ShardSet
+from skypile.trainer import model as modellib
+from skypile.trainer.config import CONFIG_DIR, TrainConfig
+from skypile.trainer.optim import adamw, clip_and_check, lr_at
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A800": 312.0}  # bf16 dense
+
+
+def flops_per_token(cfg: modellib.ModelConfig, n_params: int, seq_len: int) -> float:
+    return 6.0 * n_params + 12.0 * cfg.n_layers * cfg.dim * seq_len
+
+
+def memory_estimate(n_params: int, cfg: TrainConfig, world: int) -> dict:
+    """Bytes per GPU for weights, gradients and AdamW state, in the report's Table 10 spirit."""
+    weights = n_params * (2 if cfg.parallel.bf16 else 4)
+    grads = weights
+    optim = n_params * 4 * 3  # fp32 master copy + two moments
+    if cfg.parallel.fsdp and world > 1:
+        weights, grads, optim = weights / world, grads / world, optim / world
+    elif cfg.parallel.zero1 and world > 1:
+        optim = optim / world
+    gib = 1024 ** 3
+    return {"weights_gib": round(weights / gib, 2), "grads_gib": round(grads / gib, 2),
+            "optimizer_gib": round(optim / gib, 2),
+            "total_gib_before_activations": round((weights + grads + optim) / gib, 2)}
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda
+                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+        self.out = Path(cfg.checkpoint.dir)
+        self.mcfg = cfg.model_config()
+        self.shards = ShardSet(cfg.data.shards)
+        vocab = self.shards.manifest["tokenizer"]["vocab_size"]
+        if vocab > self.mcfg.vocab_size:
+            raise cfglib.ConfigError(f"the shards' tokenizer has {vocab} pieces but the model "
+                                     f"only {self.mcfg.vocab_size}: set model.vocab_size")
+        self.model = modellib.build(self.mcfg, self.device, seed=cfg.data.seed)
+        if cfg.checkpoint.init_from:
+            self._load(Path(cfg.checkpoint.init_from), weights_only=True)
+        from skypile.trainer.parallelize import parallelize
+        self.model = parallelize(self.model, cfg.parallel, self.world)
+        self.opt = adamw(self.model, cfg.optim)
+        weights = (batches.ramp(cfg.data.weights, cfg.data.ramp_source, cfg.data.ramp_start,
+                                cfg.data.ramp_end, cfg.steps)
+                   if cfg.data.ramp_source else batches.constant(cfg.data.weights))
+        self.sampler = batches.MixtureSampler(self.shards, weights, cfg.data.seq_len,
+                                              cfg.data.batch_size * self.world, cfg.data.seed)
+        self.step = 0
+        latest = self._latest()
+        if latest is not None:
+            self._load(latest)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+
+    # ---- checkpoints ----
+    def _latest(self) -> Path | None:
+        steps = sorted((int(m.group(1)), p) for p in self.out.glob("step-*")
+                       if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / ".metadata").exists())
+        return steps[-1][1] if steps else None
+
+    def _state(self):
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.opt)
+        return {"model": model_sd, "optim": optim_sd,
+                "train": {"step": torch.tensor(self.step), "sampler_step": torch.tensor(self.sampler.step)}}
+
+    def save(self) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        path = self.out / f"step-{self.step}"
+        dcp.save(self._state(), checkpoint_id=str(path))
+        if self.rank == 0:
+            self._prune()
+
+    def _prune(self) -> None:
+        c = self.cfg.checkpoint
+        found = sorted((int(p.name.split("-")[1]), p) for p in self.out.glob("step-*"))
+        keep = {s for s, _ in found[-c.keep_last:]} if c.keep_last > 0 else set()
+        for s, p in found:
+            if s not in keep and not (c.keep_every and s % c.keep_every == 0):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _load(self, path: Path, weights_only: bool = False) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import (get_model_state_dict,
+                                                             set_model_state_dict, set_state_dict)
+
+        if weights_only:
+            state = {"model": get_model_state_dict(self.model)}
+            dcp.load(state, checkpoint_id=str(path))
+            set_model_state_dict(self.model, state["model"])
+            return
+        state = self._state()
+        dcp.load(state, checkpoint_id=str(path))
+        set_state_dict(self.model, self.opt, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])
+        self.step = int(state["train"]["step"])
+        self.sampler.step = int(state["train"]["sampler_step"])
+
+    # ---- one step ----
+    def _rows(self, tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        bs = self.cfg.data.batch_size
+        part = torch.from_numpy(tokens[self.rank * bs:(self.rank + 1) * bs]).to(self.device)
+        return part[:, :-1], part[:, 1:]
+
+    def _loss(self, x, y) -> torch.Tensor:
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=self.cfg.parallel.bf16 and not self.cfg.parallel.fsdp)
+        with autocast:
+            logits = self.model(x)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    def train_step(self) -> dict:
+        lr = lr_at(self.step, self.cfg.steps, self.cfg.optim)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        tokens, domains = next(self.sampler)
+        x, y = self._rows(tokens)
+        t0 = time.perf_counter()
+        loss = self._loss(x, y)
+        loss.backward()
+        norm, finite = clip_and_check(self.model, self.cfg.optim.grad_clip)
+        skipped = not (finite and math.isfinite(loss.item()))
+        if not skipped:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t0
+        self.step += 1
+        tps = x.numel() / seconds
+        row = {"step": self.step, "loss": loss.item(), "lr": lr, "grad_norm": norm,
+               "tokens_per_s": round(tps, 1), "skipped": int(skipped),
+               "stem_share": round(domains.count("stem") / len(domains), 3)}
+        peak = self._peak_tflops()
+        if peak:
+            row["mfu"] = round(tps * flops_per_token(self.mcfg, self.n_params,
+                                                     self.cfg.data.seq_len) / (peak * 1e12), 4)
+        return row
+
+    def _peak_tflops(self) -> float:
+        if self.device.type != "cuda":
+            return 0.0
+        name = torch.cuda.get_device_name(self.device)
+        return next((v for k, v in PEAK_TFLOPS.items() if k in name), 0.0)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        out = {}
+        for domain in self.shards.domains():
+            if not self.shards.entries(domain, "validation"):
+                continue
+            sampler = batches.MixtureSampler(self.shards, batches.constant({domain: 1.0}),
+                                             self.cfg.data.seq_len,
+                                             self.cfg.data.batch_size * self.world,
+                                             seed=12345, split="validation")
+            if domain not in sampler.domains():
+                continue
+            losses = [self._loss(*self._rows(sampler.batch(k)[0])).item()
+                      for k in range(self.cfg.eval.batches)]
+            out[domain] = sum(losses) / len(losses)
+        return out
+
+
+def train(cfg: TrainConfig, log=print) -> list[dict]:
+    run = Run(cfg)
+    out = run.out
+    if run.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfglib.to_dict(cfg), indent=2))
+    rows, vals = [], []
+    while run.step < cfg.steps:
+        row = run.train_step()
+        rows.append(row)
+        if run.rank == 0:
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if cfg.eval.every and run.step % cfg.eval.every == 0 or run.step == cfg.steps:
+            v = run.validate()
+            vals.append({"step": run.step, **v})
+            if run.rank == 0 and v:
+                log("validation " + " ".join(f"{d}={l:.4f}" for d, l in v.items()))
+        if cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0 or run.step == cfg.steps:
+            run.save()
+    if run.rank == 0:
+        _append_csv(out / "metrics.csv", rows)
+        _append_csv(out / "validation.csv", vals)
+        _plot(out)
+    return rows
+
+
+def _append_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
+    new = not path.exists()
+    if not new:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f), fields)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def _plot(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = out / "validation.csv"
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for domain in [k for k in rows[0] if k != "step"]:
+        pts = [(int(r["step"]), float(r[domain])) for r in rows if r.get(domain)]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=domain)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "validation.png", dpi=110)
+    plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    presets = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.toml")))
+    ap = argparse.ArgumentParser(
+        prog="skypile train",
+        description="Train the LLaMA-style model on token shards (one process, or under "
+                    "torchrun --nproc_per_node K [--nnodes ...] -m skypile.cli train ...).",
+        epilog=f"Config files ship in {CONFIG_DIR} ({presets}); --section.key=value "
+               "overrides, e.g. --steps=200 --data.shards=out/shards --optim.lr=3e-4. "
+               "Unknown keys are an error; the resolved config is saved in the run folder.")
+    ap.add_argument("--config", default=None, metavar="FILE",
+                    help="a TOML/YAML config, or the name of one in trainer/configs")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the parameter count and memory per GPU, then stop")
+    return ap
+
+
+def run(argv: list[str] | None = None) -> int:
+    args, rest = _parser().parse_known_args(argv)
+    try:
+        overrides = []
+        for a in rest:
+            if not a.startswith("--") or "=" not in a:
+                raise cfglib.ConfigError(f"unexpected argument {a!r}: use --section.key=value")
+            overrides.append(a[2:])
+        path = args.config
+        if path and not Path(path).exists() and (CONFIG_DIR / f"{path}.toml").exists():
+            path = str(CONFIG_DIR / f"{path}.toml")
+        cfg = cfglib.load(TrainConfig, path, overrides)
+        mcfg = cfg.model_config()
+        if args.dry_run:
+            n = modellib.count_params(mcfg)
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            print(json.dumps({"preset": cfg.preset, "parameters": n,
+                              "parameters_billion": round(n / 1e9, 3),
+                              "flops_per_token": flops_per_token(mcfg, n, cfg.data.seq_len),
+                              "memory_per_gpu": memory_estimate(n, cfg, world)}, indent=2))
+            return 0
+        if not cfg.data.shards:
+            raise cfglib.ConfigError("data.shards is not set (a skypile tokenize output)")
+        train(cfg)
+    except (cfglib.ConfigError, ShardError, ValueError) as e:
+        print(f"skypile train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
