@@ -53,6 +53,7 @@ def test_loss_goes_down_and_outputs_are_written(shards, tmp_path):
     assert last < first - 0.5
     for name in ("metrics.csv", "validation.csv", "validation.png", "config.json"):
         assert (tmp_path / "run" / name).exists()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     vals = (tmp_path / "run/validation.csv").read_text().splitlines()
     assert vals[0].startswith("step,") and "stem" in vals[0] and len(vals) == 3
     assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-40"]  # keep_last 1
@@ -75,3 +76,25 @@ def test_two_processes_with_fsdp2(shards, tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "fsdp" / "step-4" / ".metadata").exists()
+
+
+def test_stage2_init_from_stage1(shards, tmp_path):
+    train(config(shards, tmp_path / "s1"), log=lambda *_: None)
+    rows = train(config(shards, tmp_path / "s2", **{
+        "checkpoint.init_from": str(tmp_path / "s1" / "step-6"), "optim.schedule": "constant",
+        "data.ramp_source": "stem", "data.weights": {"stem": 0.1, "web_zh": 0.9}}),
+        log=lambda *_: None)
+    fresh = train(config(shards, tmp_path / "fresh"), log=lambda *_: None)
+    assert rows[0]["loss"] < fresh[0]["loss"] - 0.5  # it starts from the trained weights
+    assert all(r["lr"] == 3e-4 for r in rows)
+
+
+def test_zero1_two_processes(shards, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29518", "-m", "skypile.cli", "train",
+           f"--data.shards={shards}", f"--checkpoint.dir={tmp_path / 'z1'}", "--preset=debug",
+           "--steps=3", "--data.seq_len=64", "--data.batch_size=2", "--parallel.zero1=true",
+           "--data.weights={stem: 0.5, web_zh: 0.5}", "--checkpoint.every=0", "--eval.every=0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]

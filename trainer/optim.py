@@ -39,9 +39,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=tuple(cfg.betas), eps=1e-8)
+def adamw(model: nn.Module, cfg: OptimConfig, zero1: bool = False) -> torch.optim.Optimizer:
+    """AdamW; with ``zero1`` its state is sharded over the data-parallel ranks (ZeRO-1)."""
+    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8)
+    if zero1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        groups = param_groups(model, cfg.weight_decay)
+        opt = ZeroRedundancyOptimizer(groups[0]["params"], optimizer_class=torch.optim.AdamW,
+                                      weight_decay=cfg.weight_decay, **kwargs)
+        opt.add_param_group(groups[1])
+        return opt
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **kwargs)
 
 
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:

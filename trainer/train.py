@@ -10,9 +10,10 @@ per rank) holding the model, the optimiser and the step, so a resumed run contin
 exact stream. Metrics go to OUTPUT/metrics.csv and validation curves per domain to
 OUTPUT/validation.csv and validation.png.
 
-MFU (PaLM, appendix B): FLOPs per token = 6 N + 12 L d T (N non-embedding... here all
-parameters, L layers, d width, T sequence length); MFU = tokens/s x FLOPs per token /
-peak FLOP/s, reported when ``peak_tflops`` is known (the CUDA device's, or configured).
+MFU (PaLM, appendix B): FLOPs per token = 6 N + 12 L d T, with N the parameters, L the
+layers, d the width and T the sequence length (the second term is attention); MFU =
+tokens/s x FLOPs per token / the device's peak bf16 FLOP/s (known for H100 / H200 /
+A100 / A800; not reported on the CPU). Metrics also go to TensorBoard (OUTPUT/tensorboard).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Run:
             self._load(Path(cfg.checkpoint.init_from), weights_only=True)
         from skypile.trainer.parallelize import parallelize
         self.model = parallelize(self.model, cfg.parallel, self.world)
-        self.opt = adamw(self.model, cfg.optim)
+        self.opt = adamw(self.model, cfg.optim, zero1=cfg.parallel.zero1 and self.world > 1)
         weights = (batches.ramp(cfg.data.weights, cfg.data.ramp_source, cfg.data.ramp_start,
                                 cfg.data.ramp_end, cfg.steps)
                    if cfg.data.ramp_source else batches.constant(cfg.data.weights))
@@ -100,18 +101,28 @@ class Run:
                        if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / ".metadata").exists())
         return steps[-1][1] if steps else None
 
-    def _state(self):
-        from torch.distributed.checkpoint.state_dict import get_state_dict
+    @property
+    def _zero1(self) -> bool:
+        return type(self.opt).__name__ == "ZeroRedundancyOptimizer"
 
+    def _state(self):
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+        train = {"step": torch.tensor(self.step), "sampler_step": torch.tensor(self.sampler.step)}
+        if self._zero1:  # its state is consolidated and saved beside the checkpoint
+            return {"model": get_model_state_dict(self.model), "train": train}
         model_sd, optim_sd = get_state_dict(self.model, self.opt)
-        return {"model": model_sd, "optim": optim_sd,
-                "train": {"step": torch.tensor(self.step), "sampler_step": torch.tensor(self.sampler.step)}}
+        return {"model": model_sd, "optim": optim_sd, "train": train}
 
     def save(self) -> None:
         import torch.distributed.checkpoint as dcp
 
         path = self.out / f"step-{self.step}"
         dcp.save(self._state(), checkpoint_id=str(path))
+        if self._zero1:
+            self.opt.consolidate_state_dict(to=0)
+            if self.rank == 0:
+                torch.save(self.opt.state_dict(), path / "zero1_optimizer.pt")
         if self.rank == 0:
             self._prune()
 
@@ -135,8 +146,12 @@ class Run:
             return
         state = self._state()
         dcp.load(state, checkpoint_id=str(path))
-        set_state_dict(self.model, self.opt, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+        if self._zero1:
+            set_model_state_dict(self.model, state["model"])
+            self.opt.load_state_dict(torch.load(path / "zero1_optimizer.pt", weights_only=False))
+        else:
+            set_state_dict(self.model, self.opt, model_state_dict=state["model"],
+                           optim_state_dict=state["optim"])
         self.step = int(state["train"]["step"])
         self.sampler.step = int(state["train"]["sampler_step"])
 
@@ -210,9 +225,14 @@ def train(cfg: TrainConfig, log=print) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfglib.to_dict(cfg), indent=2))
     rows, vals = [], []
+    board = _board(out) if run.rank == 0 else None
     while run.step < cfg.steps:
         row = run.train_step()
         rows.append(row)
+        if board is not None:
+            for k, v in row.items():
+                if k != "step":
+                    board.add_scalar(f"train/{k}", v, row["step"])
         if run.rank == 0:
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if cfg.eval.every and run.step % cfg.eval.every == 0 or run.step == cfg.steps:
@@ -220,13 +240,23 @@ def train(cfg: TrainConfig, log=print) -> list[dict]:
             vals.append({"step": run.step, **v})
             if run.rank == 0 and v:
                 log("validation " + " ".join(f"{d}={l:.4f}" for d, l in v.items()))
+                for d, l in v.items():
+                    board.add_scalar(f"validation/{d}", l, run.step)
         if cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0 or run.step == cfg.steps:
             run.save()
+    if board is not None:
+        board.close()
     if run.rank == 0:
         _append_csv(out / "metrics.csv", rows)
         _append_csv(out / "validation.csv", vals)
         _plot(out)
     return rows
+
+
+def _board(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def _append_csv(path: Path, rows: list[dict]) -> None:
@@ -278,6 +308,9 @@ def _parser() -> argparse.ArgumentParser:
                "Unknown keys are an error; the resolved config is saved in the run folder.")
     ap.add_argument("--config", default=None, metavar="FILE",
                     help="a TOML/YAML config, or the name of one in trainer/configs")
+    ap.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="start from a (Stage-1) checkpoint's weights with a fresh optimiser "
+                         "(same as --checkpoint.init_from=...)")
     ap.add_argument("--dry-run", action="store_true",
                     help="print the parameter count and memory per GPU, then stop")
     return ap
@@ -294,6 +327,8 @@ def run(argv: list[str] | None = None) -> int:
         path = args.config
         if path and not Path(path).exists() and (CONFIG_DIR / f"{path}.toml").exists():
             path = str(CONFIG_DIR / f"{path}.toml")
+        if args.init_from:
+            overrides.append(f"checkpoint.init_from={args.init_from}")
         cfg = cfglib.load(TrainConfig, path, overrides)
         mcfg = cfg.model_config()
         if args.dry_run:
