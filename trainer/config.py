@@ -73,6 +73,12 @@ class ParallelConfig:
     """Recompute each block's activations in the backward pass."""
     compile: bool = False
     """torch.compile each block."""
+    pp: int = 1
+    """Pipeline stages (the processes form a data-parallel x pipeline mesh)."""
+    pp_schedule: str = "1f1b"
+    """Pipeline schedule: 1f1b or gpipe."""
+    microbatches: int = 2
+    """Microbatches per step when pipelining (the batch must divide evenly)."""
 
 
 @dataclasses.dataclass

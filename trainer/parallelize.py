@@ -1,7 +1,8 @@
 """Parallelism applied to a built model: activation checkpointing, compile, FSDP2 / ZeRO-1.
 
-The model code knows nothing of this; ``parallelize`` wraps what it is given.
-Pipeline parallelism (torch.distributed.pipelining over the layer dict) is not here yet.
+The model code knows nothing of this; ``parallelize`` wraps what it is given, and
+``pipeline_stage`` cuts a full model down to one pipeline stage's layers (the layer dict
+keeps the full model's names, so checkpoints move between pipelined and plain runs).
 """
 
 from __future__ import annotations
@@ -10,6 +11,37 @@ import torch
 from torch import nn
 
 from skypile.trainer.config import ParallelConfig
+
+
+def pipeline_stage(model: nn.Module, stage: int, n_stages: int) -> nn.Module:
+    """Keep this stage's contiguous share of the blocks; embeddings first, head last."""
+    names = list(model.layers.keys())
+    per = -(-len(names) // n_stages)
+    keep = set(names[stage * per:(stage + 1) * per])
+    for name in names:
+        if name not in keep:
+            del model.layers[name]
+    if stage != 0:
+        model.tok_embeddings = None
+    if stage != n_stages - 1:
+        model.norm = None
+        model.output = None
+    return model
+
+
+def clip_grad_norm_across(model: nn.Module, max_norm: float, group) -> float:
+    """Global gradient-norm clip when parameters are spread over pipeline stages."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    local = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum() if grads \
+        else torch.zeros((), device=next(model.parameters()).device)
+    dist.all_reduce(local, group=group)
+    norm = local.sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return float(norm)
 
 
 def parallelize(model: nn.Module, cfg: ParallelConfig, world: int) -> nn.Module:

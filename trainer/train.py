@@ -78,17 +78,34 @@ class Run:
         if vocab > self.mcfg.vocab_size:
             raise cfglib.ConfigError(f"the shards' tokenizer has {vocab} pieces but the model "
                                      f"only {self.mcfg.vocab_size}: set model.vocab_size")
+        from skypile.trainer.parallelize import parallelize, pipeline_stage
+
+        pp = cfg.parallel.pp
+        if pp < 1 or self.world % pp:
+            raise cfglib.ConfigError(f"parallel.pp={pp} does not divide the {self.world} processes")
+        self.dp, self.dp_rank, self.pp_rank, self.pp_group = self.world // pp, self.rank, 0, None
         self.model = modellib.build(self.mcfg, self.device, seed=cfg.data.seed)
         if cfg.checkpoint.init_from:
             self._load(Path(cfg.checkpoint.init_from), weights_only=True)
-        from skypile.trainer.parallelize import parallelize
-        self.model = parallelize(self.model, cfg.parallel, self.world)
-        self.opt = adamw(self.model, cfg.optim, zero1=cfg.parallel.zero1 and self.world > 1)
+        if pp > 1:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh(self.device.type, (self.dp, pp), mesh_dim_names=("dp", "pp"))
+            self.dp_rank, self.pp_rank = mesh.get_local_rank("dp"), mesh.get_local_rank("pp")
+            self.pp_group = mesh.get_group("pp")
+            self.model = pipeline_stage(self.model, self.pp_rank, pp)
+            if self.dp > 1:
+                raise cfglib.ConfigError("pipeline x data parallel is not wired up yet: "
+                                         "use parallel.pp equal to the number of processes")
+        else:
+            self.model = parallelize(self.model, cfg.parallel, self.world)
+        self.opt = adamw(self.model, cfg.optim, zero1=cfg.parallel.zero1 and self.dp > 1 and pp == 1)
+        self.schedule = self._schedule() if pp > 1 else None
         weights = (batches.ramp(cfg.data.weights, cfg.data.ramp_source, cfg.data.ramp_start,
                                 cfg.data.ramp_end, cfg.steps)
                    if cfg.data.ramp_source else batches.constant(cfg.data.weights))
         self.sampler = batches.MixtureSampler(self.shards, weights, cfg.data.seq_len,
-                                              cfg.data.batch_size * self.world, cfg.data.seed)
+                                              cfg.data.batch_size * self.dp, cfg.data.seed)
         self.step = 0
         latest = self._latest()
         if latest is not None:
@@ -155,11 +172,42 @@ class Run:
         self.step = int(state["train"]["step"])
         self.sampler.step = int(state["train"]["sampler_step"])
 
+    def _schedule(self):
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+        p = self.cfg.parallel
+        if self.cfg.data.batch_size % p.microbatches:
+            raise cfglib.ConfigError(f"data.batch_size {self.cfg.data.batch_size} is not a multiple "
+                                     f"of parallel.microbatches {p.microbatches}")
+        stage = PipelineStage(self.model, self.pp_rank, p.pp, self.device, group=self.pp_group)
+        kind = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}.get(p.pp_schedule)
+        if kind is None:
+            raise cfglib.ConfigError(f"unknown pp_schedule {p.pp_schedule!r} (1f1b or gpipe)")
+        return kind(stage, n_microbatches=p.microbatches, loss_fn=self._ce)
+
+    @staticmethod
+    def _ce(logits, target):
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+
     # ---- one step ----
     def _rows(self, tokens) -> tuple[torch.Tensor, torch.Tensor]:
         bs = self.cfg.data.batch_size
-        part = torch.from_numpy(tokens[self.rank * bs:(self.rank + 1) * bs]).to(self.device)
+        part = torch.from_numpy(tokens[self.dp_rank * bs:(self.dp_rank + 1) * bs]).to(self.device)
         return part[:, :-1], part[:, 1:]
+
+    def _pipeline_loss(self, x, y) -> torch.Tensor:
+        """Forward and backward through the stages; every stage gets the mean loss."""
+        last = self.pp_rank == self.cfg.parallel.pp - 1
+        losses: list[torch.Tensor] = []
+        if self.pp_rank == 0:
+            self.schedule.step(x)
+        elif last:
+            self.schedule.step(target=y, losses=losses)
+        else:
+            self.schedule.step()
+        loss = torch.stack(losses).mean().detach() if last else torch.zeros((), device=self.device)
+        torch.distributed.all_reduce(loss, group=self.pp_group)
+        return loss
 
     def _loss(self, x, y) -> torch.Tensor:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -175,9 +223,16 @@ class Run:
         tokens, domains = next(self.sampler)
         x, y = self._rows(tokens)
         t0 = time.perf_counter()
-        loss = self._loss(x, y)
-        loss.backward()
-        norm, finite = clip_and_check(self.model, self.cfg.optim.grad_clip)
+        if self.schedule is not None:
+            from skypile.trainer.parallelize import clip_grad_norm_across
+
+            loss = self._pipeline_loss(x, y)
+            norm = clip_grad_norm_across(self.model, self.cfg.optim.grad_clip, self.pp_group)
+            finite = math.isfinite(norm)
+        else:
+            loss = self._loss(x, y)
+            loss.backward()
+            norm, finite = clip_and_check(self.model, self.cfg.optim.grad_clip)
         skipped = not (finite and math.isfinite(loss.item()))
         if not skipped:
             self.opt.step()
@@ -203,6 +258,8 @@ class Run:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         out = {}
+        if self.schedule is not None:
+            return out  # validation through the pipeline stages is not wired up yet
         for domain in self.shards.domains():
             if not self.shards.entries(domain, "validation"):
                 continue
