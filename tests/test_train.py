@@ -66,16 +66,22 @@ def test_resume_is_exact(shards, tmp_path):
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight[3:]]  # bit for bit
 
 
-def test_two_processes_with_fsdp2(shards, tmp_path):
+def test_two_processes_with_fsdp2_lower_the_validation_loss(shards, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "29517", "-m", "skypile.cli", "train",
            f"--data.shards={shards}", f"--checkpoint.dir={tmp_path / 'fsdp'}", "--preset=debug",
-           "--steps=4", "--data.seq_len=64", "--data.batch_size=2",
-           "--data.weights={stem: 0.5, web_zh: 0.5}", "--checkpoint.every=2", "--eval.every=2"]
+           "--steps=30", "--data.seq_len=64", "--data.batch_size=4", "--optim.lr=3e-3",
+           "--optim.warmup_steps=3", "--data.weights={stem: 0.5, web_zh: 0.5}",
+           "--checkpoint.every=15", "--eval.every=1", "--eval.batches=2",
+           "--parallel.activation_checkpointing=true"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert (tmp_path / "fsdp" / "step-4" / ".metadata").exists()
+    assert (tmp_path / "fsdp" / "step-30" / ".metadata").exists()
+    import csv
+    vals = list(csv.DictReader(open(tmp_path / "fsdp" / "validation.csv")))
+    for domain in ("stem", "web_zh"):
+        assert float(vals[-1][domain]) < float(vals[0][domain]) - 0.5, (domain, vals[0], vals[-1])
 
 
 def test_stage2_init_from_stage1(shards, tmp_path):
