@@ -106,21 +106,30 @@ def test_zero1_two_processes(shards, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
-def test_two_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule):
-    """Same init, same batch: the first step's loss through 2 stages equals the plain one."""
-    plain = train(config(shards, tmp_path / "plain", steps=2), log=lambda *_: None)
+@pytest.mark.parametrize("schedule,procs,port", [("gpipe", 2, 29519), ("1f1b", 2, 29520),
+                                                  ("1f1b", 4, 29521)])
+def test_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule, procs, port):
+    """Same init, same global batch: losses through 2 stages (x 2 data-parallel replicas with
+    4 processes) equal the plain run's within 1e-4 relative, training and validation."""
+    plain = train(config(shards, tmp_path / "plain", steps=2, **{"eval.every": 2}),
+                  log=lambda *_: None)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29519", "-m", "skypile.cli", "train",
+    per_rank = 4 // (procs // 2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+           "--master_port", str(port), "-m", "skypile.cli", "train",
            f"--data.shards={shards}", f"--checkpoint.dir={tmp_path / 'pp'}", "--preset=debug",
-           "--steps=2", "--data.seq_len=64", "--data.batch_size=4", "--parallel.pp=2",
+           "--steps=2", "--data.seq_len=64", f"--data.batch_size={per_rank}", "--parallel.pp=2",
            f"--parallel.pp_schedule={schedule}", "--parallel.microbatches=2",
            "--optim.lr=3e-3", "--optim.min_lr=3e-4", "--optim.warmup_steps=2",
-           "--data.weights={stem: 0.5, web_zh: 0.5}", "--checkpoint.every=0", "--eval.every=0"]
+           "--data.weights={stem: 0.5, web_zh: 0.5}", "--checkpoint.every=0", "--eval.every=2",
+           "--eval.batches=2"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     import csv
     rows = list(csv.DictReader(open(tmp_path / "pp" / "metrics.csv")))
     for ours, ref in zip(rows, plain):
         assert abs(float(ours["loss"]) - ref["loss"]) < 1e-4 * ref["loss"], (ours["loss"], ref["loss"])
+    val = list(csv.DictReader(open(tmp_path / "pp" / "validation.csv")))[-1]
+    ref = list(csv.DictReader(open(tmp_path / "plain" / "validation.csv")))[-1]
+    for domain in ("stem", "web_zh"):
+        assert abs(float(val[domain]) - float(ref[domain])) < 1e-4 * float(ref[domain])

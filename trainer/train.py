@@ -94,9 +94,7 @@ class Run:
             self.dp_rank, self.pp_rank = mesh.get_local_rank("dp"), mesh.get_local_rank("pp")
             self.pp_group = mesh.get_group("pp")
             self.model = pipeline_stage(self.model, self.pp_rank, pp)
-            if self.dp > 1:
-                raise cfglib.ConfigError("pipeline x data parallel is not wired up yet: "
-                                         "use parallel.pp equal to the number of processes")
+            self.dp_group = mesh.get_group("dp")  # replicas of each stage (see _average_grads)
         else:
             self.model = parallelize(self.model, cfg.parallel, self.world)
         self.opt = adamw(self.model, cfg.optim, zero1=cfg.parallel.zero1 and self.dp > 1 and pp == 1)
@@ -195,18 +193,32 @@ class Run:
         part = torch.from_numpy(tokens[self.dp_rank * bs:(self.dp_rank + 1) * bs]).to(self.device)
         return part[:, :-1], part[:, 1:]
 
-    def _pipeline_loss(self, x, y) -> torch.Tensor:
-        """Forward and backward through the stages; every stage gets the mean loss."""
+    def _average_grads(self) -> None:
+        """Data parallel beside pipeline stages: average each stage's gradients over its
+        replicas once per step (DDP's reducer does not accept one backward per microbatch)."""
+        if self.dp > 1:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad, group=self.dp_group)
+                    p.grad /= self.dp
+
+    def _pipeline_loss(self, x, y, train: bool = True) -> torch.Tensor:
+        """Through the stages (forward and backward, or forward only); every rank gets the
+        mean loss over the whole global batch."""
+        run = self.schedule.step if train else self.schedule.eval
         last = self.pp_rank == self.cfg.parallel.pp - 1
         losses: list[torch.Tensor] = []
         if self.pp_rank == 0:
-            self.schedule.step(x)
+            run(x)
         elif last:
-            self.schedule.step(target=y, losses=losses)
+            run(target=y, losses=losses)
         else:
-            self.schedule.step()
+            run()
         loss = torch.stack(losses).mean().detach() if last else torch.zeros((), device=self.device)
         torch.distributed.all_reduce(loss, group=self.pp_group)
+        if self.dp > 1:
+            torch.distributed.all_reduce(loss, group=self.dp_group)
+            loss /= self.dp
         return loss
 
     def _loss(self, x, y) -> torch.Tensor:
@@ -227,6 +239,7 @@ class Run:
             from skypile.trainer.parallelize import clip_grad_norm_across
 
             loss = self._pipeline_loss(x, y)
+            self._average_grads()
             norm = clip_grad_norm_across(self.model, self.cfg.optim.grad_clip, self.pp_group)
             finite = math.isfinite(norm)
         else:
@@ -258,18 +271,18 @@ class Run:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         out = {}
-        if self.schedule is not None:
-            return out  # validation through the pipeline stages is not wired up yet
         for domain in self.shards.domains():
             if not self.shards.entries(domain, "validation"):
                 continue
             sampler = batches.MixtureSampler(self.shards, batches.constant({domain: 1.0}),
                                              self.cfg.data.seq_len,
-                                             self.cfg.data.batch_size * self.world,
+                                             self.cfg.data.batch_size * self.dp,
                                              seed=12345, split="validation")
             if domain not in sampler.domains():
                 continue
-            losses = [self._loss(*self._rows(sampler.batch(k)[0])).item()
+            forward = (lambda x, y: self._pipeline_loss(x, y, train=False)) \
+                if self.schedule is not None else self._loss
+            losses = [forward(*self._rows(sampler.batch(k)[0])).item()
                       for k in range(self.cfg.eval.batches)]
             out[domain] = sum(losses) / len(losses)
         return out
