@@ -118,7 +118,9 @@ class Run:
 
     @property
     def _zero1(self) -> bool:
-        return type(self.opt).__name__ == "ZeroRedundancyOptimizer"
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return isinstance(self.opt, ZeroRedundancyOptimizer)
 
     def _state(self):
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
