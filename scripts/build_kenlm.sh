@@ -21,8 +21,8 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$python" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation kenlm==0.3.0 -d "$work" \
-  || "$python" -m pip download --quiet --no-deps --no-binary :all: kenlm==0.3.0 -d "$work"
+# only kenlm itself as source: its build requirements (cmake...) come as wheels
+"$python" -m pip download --quiet --no-deps --no-binary kenlm kenlm==0.3.0 -d "$work"
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src=$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -1)
 log="$work/build.log"
