@@ -118,14 +118,9 @@ def _tar_members(path: str, raw, opts: CodeReadOptions) -> Iterator[RawRecord | 
             name = member.name
             if member.issym() or member.islnk() or not member.isfile():
                 continue  # links and special files are skipped, never followed
-            if _unsafe(name):
-                yield Reject(id=stable_id(repo, name), url=f"{repo}/{name}", stage=STAGE,
-                             reason=f"{STAGE}:unsafe-path", source=path, detail={"member": name})
-                continue
-            if member.size > opts.max_file_bytes:
-                yield Reject(id=stable_id(repo, name), url=f"{repo}/{name}", stage=STAGE,
-                             reason=f"{STAGE}:too-large", source=path,
-                             detail={"member": name, "bytes": member.size})
+            refused = _refuse_member(repo, name, member.size, path, opts)
+            if refused:
+                yield refused
                 continue
             total += member.size
             if total > opts.max_archive_bytes:
@@ -136,6 +131,21 @@ def _tar_members(path: str, raw, opts: CodeReadOptions) -> Iterator[RawRecord | 
             yield _record(repo, _strip_top(name), data, path, where={"member": name})
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         yield _file_reject(path, "truncated-archive", error=str(e)[:120])
+
+
+def _member_reject(repo: str, name: str, path: str, reason: str, **detail) -> Reject:
+    return Reject(id=stable_id(repo, name), url=f"{repo}/{name}", stage=STAGE,
+                  reason=f"{STAGE}:{reason}", source=path, detail={"member": name, **detail})
+
+
+def _refuse_member(repo: str, name: str, size: int, path: str,
+                   opts: CodeReadOptions) -> Reject | None:
+    """The archive member checks shared by tar and zip: unsafe path, size cap."""
+    if _unsafe(name):
+        return _member_reject(repo, name, path, "unsafe-path")
+    if size > opts.max_file_bytes:
+        return _member_reject(repo, name, path, "too-large", bytes=size)
+    return None
 
 
 def _strip_top(name: str) -> str:
@@ -156,14 +166,9 @@ def _zip_members(path: str, raw, opts: CodeReadOptions) -> Iterator[RawRecord | 
         name = info.filename
         if info.is_dir() or (info.external_attr >> 16) & 0o170000 == 0o120000:
             continue  # folders, and symlinks stored in the zip
-        if _unsafe(name):
-            yield Reject(id=stable_id(repo, name), url=f"{repo}/{name}", stage=STAGE,
-                         reason=f"{STAGE}:unsafe-path", source=path, detail={"member": name})
-            continue
-        if info.file_size > opts.max_file_bytes:
-            yield Reject(id=stable_id(repo, name), url=f"{repo}/{name}", stage=STAGE,
-                         reason=f"{STAGE}:too-large", source=path,
-                         detail={"member": name, "bytes": info.file_size})
+        refused = _refuse_member(repo, name, info.file_size, path, opts)
+        if refused:
+            yield refused
             continue
         total += info.file_size
         if total > opts.max_archive_bytes:
@@ -172,9 +177,7 @@ def _zip_members(path: str, raw, opts: CodeReadOptions) -> Iterator[RawRecord | 
         try:
             data = zf.read(info)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
-            yield Reject(id=stable_id(repo, name), url=f"{repo}/{name}", stage=STAGE,
-                         reason=f"{STAGE}:damaged-member", source=path,
-                         detail={"member": name, "error": str(e)[:120]})
+            yield _member_reject(repo, name, path, "damaged-member", error=str(e)[:120])
             continue
         yield _record(repo, _strip_top(name), data, path, where={"member": name})
 
