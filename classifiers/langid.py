@@ -57,7 +57,8 @@ class LangId:
             self._model = fasttext.load_model(self.cfg.model or bundled_model())
         return self._model
 
-    def _top(self, text: str) -> tuple[str, float]:
+    def top(self, text: str) -> tuple[str, float]:
+        """The most likely language of ``text`` and its probability."""
         labels, probs = self.model.predict(text.replace("\n", " "), k=1)
         if not labels:
             return "unknown", 0.0
@@ -66,11 +67,11 @@ class LangId:
     def predict(self, text: str) -> LangResult:
         if not text.strip():
             return LangResult("unknown", 0.0, {})
-        lang, score = self._top(text[:20000])
+        lang, score = self.top(text[:20000])
         chars: dict[str, int] = {}
         paragraphs = [p for p in text.split("\n") if len(p.strip()) >= self.cfg.min_paragraph_chars]
         for p in paragraphs[:200]:
-            plang, _ = self._top(p)
+            plang, _ = self.top(p)
             chars[plang] = chars.get(plang, 0) + len(p)
         total = sum(chars.values())
         shares = {k: round(v / total, 3) for k, v in sorted(chars.items(), key=lambda kv: -kv[1])} \

@@ -132,7 +132,7 @@ class _CutBlocks(StageFn):
 
     def process(self, doc: Document, frequent: dict):
         text, removed = cut_blocks(doc.text, frequent, self.cfg)
-        share = removed / max(len(doc.text), 1)
+        share = min(removed / max(len(doc.text), 1), 1.0)  # separators count too
         if removed and (share > self.cfg.max_removed_fraction or not text.strip()):
             yield self.drop(Reject(id=doc.id, url=doc.url, stage="blocks",
                                    reason="blocks:mostly-boilerplate", text=doc.text,
@@ -230,6 +230,59 @@ class ExactDedup(beam.PTransform):
             verdicts.append(docs.pipeline | "NoVerdicts" >> beam.Create([]))
         merged = verdicts | "Verdicts" >> beam.Flatten()
         return _as_stage_output(join_verdicts(docs, merged, "exact", "Exact"))
+
+
+class _DropListed(StageFn):
+    """Records whose id is in the side input are dropped with its reason; the rest pass."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def process(self, rec, losers: dict):
+        verdict = losers.get(rec.id)
+        if verdict is None:
+            self.keep(self.stage)
+            yield rec
+            return
+        _action, reason, detail = verdict
+        yield self.drop(Reject(id=rec.id, url=rec.url, stage=self.stage, reason=reason, text="",
+                               source=rec.source, detail=detail))
+
+
+def _http_ok(rec) -> bool:
+    """Whether a raw HTTP response says 200/203 (its status line, read without parsing)."""
+    if getattr(rec, "kind", "") != "http":
+        return True
+    head = rec.body[:32] if isinstance(rec.body, bytes) else rec.body[:32].encode("latin-1", "replace")
+    parts = head.split(b" ", 2)
+    return len(parts) > 1 and parts[1][:3] in (b"200", b"203")
+
+
+def _raw_url_key(rec):
+    """(URL key, (keep key, id)): a successful response beats a larger failed one."""
+    key = url_key(rec.url) if rec.url else ""
+    if not key:
+        return []
+    size, rank = keep_key(rec.id, len(rec.body))
+    return [(key, ((_http_ok(rec), size, rank), rec.id))]
+
+
+class UrlDedupBeforeExtract(beam.PTransform):
+    """Cheap work first: URL duplicates among raw records never reach trafilatura.
+
+    Only (URL key, size, id) triples are grouped; the largest body per normalised URL is kept
+    (ties: smallest id) and the other ids reach the records as a side input. Stage ``url``;
+    the later exact stage still checks URLs and content of the extracted documents.
+    """
+
+    def expand(self, records):
+        losers = (records
+                  | "RawUrlKeys" >> beam.FlatMap(_raw_url_key)
+                  | "ByRawUrl" >> beam.GroupByKey()
+                  | "RawUrlLosers" >> beam.FlatMap(_losers, "url:duplicate"))
+        out = records | "DropUrlDuplicates" >> beam.ParDo(
+            _DropListed("url"), beam.pvalue.AsDict(losers)).with_outputs(REJECTS, STATS, main="records")
+        return {"records": out.records, "rejects": out[REJECTS], "stats": out[STATS]}
 
 
 # ---- clusters from edges: connected components, then keep one -----------------------------

@@ -34,7 +34,7 @@ from skypile.classifiers.perplexity import PerplexityConfig
 from skypile.classifiers.quality import QualityConfig
 from skypile.classifiers.stem import StemConfig
 from skypile.pipelines.dedup import (DedupConfig, ExactDedup, MinHashDedup, RecurringBlocks,
-                                     SemanticDedup)
+                                     SemanticDedup, UrlDedupBeforeExtract)
 from skypile.pipelines.quality import CHECKS, OTHER, FilterConfig, QualityStages
 from skypile.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
                              read_file)
@@ -43,7 +43,7 @@ STAGES = ("extract", "blocks", "exact", "minhash", "semantic", "langid", "perple
           "stem")
 """Stages this pipeline knows, in the order they run."""
 SCORERS = ("langid", "perplexity", "quality", "stem")
-STATS_ORDER = ("read", "extract", "blocks", "exact", "minhash", "semantic", *CHECKS)
+STATS_ORDER = ("read", "url", "extract", "blocks", "exact", "minhash", "semantic", *CHECKS)
 DEFAULT_STAGES = ["extract", "blocks", "exact", "minhash"]
 
 
@@ -104,11 +104,11 @@ class ReadFile(StageFn):
 class Extract(StageFn):
     """RawRecord in; a Document (main) or a Reject (``rejects``) out."""
 
-    def __init__(self, cfg: ExtractConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: ExtractConfig, gate_langs: tuple[str, ...] = ()):
+        self.cfg, self.gate_langs = cfg, tuple(gate_langs)
 
     def setup(self):
-        self._extractor = Extractor(self.cfg)
+        self._extractor = Extractor(self.cfg, self.gate_langs)
         self._progress = Progress("extract")
 
     def process(self, rec):
@@ -143,6 +143,17 @@ def _dedup_stage(name: str, cfg: WebConfig, staging: str) -> beam.PTransform:
     return SemanticDedup(d.semantic, d.minhash.rounds, staging, so)
 
 
+def gate_languages(cfg: WebConfig) -> tuple[str, ...]:
+    """The languages of the pre-extraction language gate (empty: no gate)."""
+    gate = cfg.extract.lang_gate.strip()
+    if gate == "auto":
+        run = "langid" in cfg.stages and not cfg.filter.route_other
+        return tuple(cfg.filter.keep_langs) if run else ()
+    if gate in ("off", ""):
+        return ()
+    return tuple(x.strip() for x in gate.split(",") if x.strip())
+
+
 def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
           extra_stats: dict) -> None:
     """Adds the pipeline to ``p``, writing the output contract under ``staging``."""
@@ -152,14 +163,20 @@ def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
             | "Read" >> beam.ParDo(ReadFile(cfg.read, cfg.storage_options))
             .with_outputs(REJECTS, STATS, main="records"))
     rejects, counts = [read[REJECTS]], [read[STATS]]
+    records = read.records
+    if "extract" in cfg.stages and "exact" in cfg.stages and cfg.dedup.exact.by_url:
+        early = records | "UrlFirst" >> UrlDedupBeforeExtract()
+        records = early["records"]
+        rejects.append(early["rejects"])
+        counts.append(early["stats"])
     if "extract" in cfg.stages:
-        ex = read.records | "Extract" >> beam.ParDo(Extract(cfg.extract)).with_outputs(
+        ex = records | "Extract" >> beam.ParDo(Extract(cfg.extract, gate_languages(cfg))).with_outputs(
             REJECTS, STATS, main="docs")
         docs = ex.docs
         rejects.append(ex[REJECTS])
         counts.append(ex[STATS])
     else:  # the reader was told to accept text documents only
-        docs = read.records | "AsDocuments" >> beam.Map(as_document)
+        docs = records | "AsDocuments" >> beam.Map(as_document)
     so = cfg.storage_options
     for name in ("blocks", "exact", "minhash", "semantic"):
         if name in cfg.stages:
@@ -275,8 +292,8 @@ def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) 
         raise cfglib.ConfigError("the stem stage needs stem.model; make it with: "
                                  "skypile classifiers train, then --config MODELS_DIR/web.yaml")
     if "quality" in cfg.stages and not cfg.quality.model:
-        raise cfglib.ConfigError("the quality stage needs quality.model; make it with: "
-                                 "skypile classifiers train, then --config MODELS_DIR/web.yaml")
+        LOG.warning("quality.model is not set: the quality stage applies the Gopher-style "
+                    "heuristics only (make the classifier with: skypile classifiers train)")
     return cfg
 
 

@@ -29,6 +29,8 @@ COMMANDS = {
              "per-domain perplexity (Table 6), contamination test (Table 8), C-Eval/CMMLU/MMLU"),
     "export": ("skypile.trainer.export:run",
                "a training checkpoint -> Hugging Face LlamaForCausalLM folder (safetensors)"),
+    "report": ("skypile.report:run",
+               "one-page Markdown + PNG report over a run of the chain (counts, perplexity, mixture, curves, tables)"),
     "classifiers": ("skypile.classifiers.cli:run",
                     "train language / KenLM perplexity / quality models; writes a web config"),
     "tokenizer": ("skypile.tokenizer_cli:run",

@@ -9,6 +9,7 @@ a nesting-depth guard, trafilatura inside a time budget, then the clean-up pass 
 from __future__ import annotations
 
 import dataclasses
+import html as htmllib
 import os
 import pickle
 import re
@@ -47,6 +48,12 @@ class ExtractConfig:
     """Below this many words / CJK characters, precision mode is checked against balanced."""
     allowed_status: tuple[int, ...] = (200, 203)
     """HTTP statuses whose bodies are documents."""
+    lang_gate: str = "auto"
+    """Cheap work first: before trafilatura, drop pages whose tag-stripped raw text is
+    confidently in another language. "auto": the languages the threshold step keeps, when the
+    langid stage runs (and other languages are not routed); "off"; or a list like "en,zh"."""
+    lang_gate_min_score: float = 0.8
+    """fastText confidence the raw-text language must reach before a page is dropped unread."""
     cleanup: CleanupConfig = dataclasses.field(default_factory=CleanupConfig)
 
 
@@ -190,10 +197,17 @@ def nesting_depth(html: str, limit: int) -> int:
 class Extractor:
     """Turns RawRecords into Documents or Rejects. Holds the sandbox; reuse one per worker."""
 
-    def __init__(self, cfg: ExtractConfig | None = None):
+    def __init__(self, cfg: ExtractConfig | None = None, gate_langs: tuple[str, ...] = ()):
+        """``gate_langs``: the resolved language gate (empty: off; see ExtractConfig.lang_gate)."""
         self.cfg = cfg or ExtractConfig()
         self.limits = http.Limits(max_payload_bytes=self.cfg.max_page_bytes)
         self._sandbox = Sandbox(self.cfg.timeout_s) if self.cfg.sandbox else None
+        self.gate_langs = tuple(gate_langs)
+        self._lid = None
+        if self.gate_langs:
+            from skypile.classifiers.langid import LangId
+
+            self._lid = LangId()
 
     def close(self) -> None:
         if self._sandbox is not None:
@@ -256,7 +270,17 @@ class Extractor:
         depth = nesting_depth(text, self.cfg.max_depth)
         if depth > self.cfg.max_depth:
             raise ExtractError("too-deep", depth=f">{self.cfg.max_depth}")
+        if self._lid is not None:
+            self._gate(text)
         return self._from_html(rec, text, meta)
+
+    def _gate(self, html: str) -> None:
+        sample = rough_text(html)
+        if len(sample) < 200:  # too little to be sure of anything: let trafilatura look
+            return
+        lang, score = self._lid.top(sample)
+        if lang not in self.gate_langs and score >= self.cfg.lang_gate_min_score:
+            raise ExtractError("lang-gate", lang=lang, lang_score=round(score, 4))
 
     def _run(self, html: str, url: str, favor_precision: bool) -> dict[str, Any] | None:
         args = (html, url, favor_precision, self.cfg.include_tables)
@@ -287,6 +311,17 @@ class Extractor:
         if not result:
             return "", {}
         return clean_text(result["text"], result["title"], self.cfg.cleanup)
+
+
+_INVISIBLE = re.compile(r"<(script|style|noscript|template|svg|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_ANY_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"\s+")
+
+
+def rough_text(html: str, limit: int = 3000, scan: int = 300_000) -> str:
+    """The visible text of a page, roughly (tags stripped by regex): enough for language id."""
+    text = htmllib.unescape(_ANY_TAG.sub(" ", _INVISIBLE.sub(" ", html[:scan])))
+    return _SPACES.sub(" ", text).strip()[:limit]
 
 
 _HTML_ROOTS = re.compile(r"\s*(?:<!--.*?-->\s*)*<(?:!doctype|\?xml|html|head|body|meta|title|"

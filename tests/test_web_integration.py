@@ -163,3 +163,41 @@ def test_multi_processing_runner_gives_the_same_documents(data_dir, tmp_path):
     strip = lambda d: {k: v for k, v in d.items() if k != "metadata"}
     assert [strip(d) for d in sorted(a, key=key)] == [strip(d) for d in sorted(b, key=key)]
     assert sorted(r["id"] for r in ra) == sorted(r["id"] for r in rb)
+
+
+FRENCH = ("<html><head><title>Le lac</title><script>var x = 'the the the';</script></head><body>"
+          + "".join(f"<p>Nous avons marché le long du lac pendant toute la matinée, et l'eau était "
+                    f"calme et claire ; on voyait les pierres au fond. Le paragraphe {i} décrit les "
+                    f"oiseaux, les arbres et le temps qu'il faisait.</p>" for i in range(8))
+          + "</body></html>").encode()
+
+
+def test_cheap_work_first_url_duplicates_and_other_languages_skip_extraction(tmp_path):
+    from skypile.extract import rough_text
+
+    assert "var x" not in rough_text(FRENCH.decode()) and "Nous avons" in rough_text(FRENCH.decode())
+    warc = tmp_path / "in.warc.gz"
+    bigger_404 = ARTICLE + b"<p>" + b"padding " * 2000 + b"</p>"
+    warc.write_bytes(b"".join(gz(m) for m in [
+        record(http_response(ARTICLE), url="http://site.example/a"),
+        record(http_response(bigger_404, status="404 Not Found"), url="https://www.site.example/a"),
+        record(http_response(ARTICLE + b"<p>more</p>"), url="http://site.example/a#top"),
+        record(http_response(FRENCH), url="http://fr.example/lac"),
+        record(http_response(ARTICLE_ZH), url="http://zh.example/1"),
+    ]))
+    out = tmp_path / "out"
+    assert run(["--input", str(warc), "--output", str(out), "--stages", "extract,exact,langid"]) == 0
+    docs, rejects, stats = assert_contract(out)
+    reasons = {r["url"]: r["reason"] for r in rejects}
+    # the successful, larger copy of the page is the one kept; the 404 never becomes the winner
+    assert reasons["https://www.site.example/a"] == "url:duplicate"
+    assert reasons["http://site.example/a"] == "url:duplicate"
+    assert reasons["http://fr.example/lac"] == "extract:lang-gate"
+    assert {d["url"] for d in docs} == {"http://site.example/a#top", "http://zh.example/1"}
+    assert stats["stages"]["url"]["in"] == 5 and stats["stages"]["extract"]["in"] == 3
+    gate = next(r for r in rejects if r["reason"] == "extract:lang-gate")
+    assert gate["detail"]["lang"] == "fr"
+    # without the langid stage there is no gate: the French page is extracted
+    out2 = tmp_path / "out2"
+    assert run(["--input", str(warc), "--output", str(out2), "--stages", "extract,exact"]) == 0
+    assert "http://fr.example/lac" in {d["url"] for d in outputs(out2)[0]}

