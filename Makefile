@@ -155,7 +155,7 @@ DT_VENV := .cache/datatrove-venv
 datatrove-venv: $(DT_VENV)/.installed
 $(DT_VENV)/.installed:
 	$(PYTHON) -m venv $(DT_VENV)
-	$(DT_VENV)/bin/pip install --quiet "datatrove[processing]==0.10.1" warcio==1.8.1
+	$(DT_VENV)/bin/pip install --quiet "datatrove[processing]==0.10.1" warcio==1.8.1 faust-cchardet==3.2.0 python-magic==0.4.27 orjson==3.13.0 spacy==3.8.18 aiohttp==3.14.5 requests==2.34.2
 	$(DT_VENV)/bin/pip install --quiet trafilatura==2.3.1 lxml_html_clean
 	touch $@
 

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,25 +55,35 @@ def inputs(data: Path) -> list[Path]:
     return [f for f in files if f.exists()]
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """(seconds, peak RSS bytes of the process tree, stdout+stderr tail)."""
+def timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int]:
+    """(seconds, peak RSS bytes of the process tree); output goes to ``log``.
+
+    The command runs in its own process group, killed afterwards: multiprocessing helpers
+    (datatrove's forkserver, resource tracker) outlive their parent otherwise.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    peak = [0]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        peak = [0]
 
-    def sample():
-        while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid))
-            time.sleep(0.2)
+        def sample():
+            while proc.poll() is None:
+                peak[0] = max(peak[0], tree_rss(proc.pid))
+                time.sleep(0.2)
 
-    t = threading.Thread(target=sample)
-    t.start()
-    out = proc.communicate()[0]
-    t.join()
+        t = threading.Thread(target=sample)
+        t.start()
+        proc.wait()
+        t.join()
     seconds = time.perf_counter() - t0
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
-    return seconds, peak[0], out
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return seconds, peak[0]
 
 
 def count_jsonl(folder: Path) -> int:
@@ -139,25 +150,29 @@ def main(argv: list[str] | None = None) -> int:
         for i, f in enumerate(files):
             (link_dir / f"{i:02d}-{f.name}").symlink_to(f)
         hf_home = tmp / "hf"  # datatrove's asset cache with our lid.176 model in it
-        cache = hf_home / "assets/datatrove/lid/ft176"
-        cache.mkdir(parents=True)
-        target = cache / "dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+        dt_env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+        where = ("import os; from datatrove.io import cached_assets_path, strip_protocol; "
+                 "from datatrove.utils.lid import FT176LID as L; "
+                 "print(os.path.join(cached_assets_path(library_name='datatrove', namespace='lid', "
+                 "subfolder=L.MODEL_SUBFOLDER), strip_protocol(L.MODEL_URL).replace('/', '_')))")
+        target = Path(subprocess.run([args.datatrove_python, "-c", where], env=dt_env, check=True,
+                                     capture_output=True, text=True).stdout.strip())
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lid_path(), target)
         Path(f"{target}.completed").touch()
-        dt_env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
         our_env = dict(os.environ, SKYPILE_LOG="WARNING")
         multi = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers)]
 
         # -- the full pipelines, datatrove first, then ours (same machine, same run)
-        s, peak, log = timed([args.datatrove_python, str(DT_SIDE), "full", "--inputs", str(link_dir),
-                              "--out", str(tmp / "dt"), "--workers", str(args.workers)], dt_env)
+        s, peak = timed([args.datatrove_python, str(DT_SIDE), "full", "--inputs", str(link_dir),
+                         "--out", str(tmp / "dt"), "--workers", str(args.workers)], dt_env, tmp / "dt.log")
         results["datatrove"] = {"seconds": s, "peak_rss_gib": peak / 2**30,
                                 "kept": count_jsonl(tmp / "dt/final"),
                                 "after_filters": count_jsonl(tmp / "dt/filtered")}
         print("datatrove:", json.dumps(results["datatrove"]), flush=True)
         cmd = [sys.executable, "-m", "skypile.cli", "web", *sum((["--input", str(f)] for f in files), []),
                "--output", str(tmp / "ours"), "--stages", "extract,exact,minhash,langid,quality", *multi]
-        s, peak, log = timed(cmd, our_env)
+        s, peak = timed(cmd, our_env, tmp / "ours.log")
         stats = json.loads((tmp / "ours/stats.json").read_text())["stages"]
         results["skypile"] = {"seconds": s, "peak_rss_gib": peak / 2**30,
                               "kept": count_jsonl(tmp / "ours/docs"),
@@ -175,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         for f in gt:
             (gt_dir / f"{f.parent.name}.warc.gz").symlink_to(f)
         timed([args.datatrove_python, str(DT_SIDE), "extract", "--inputs", str(gt_dir),
-               "--out", str(tmp / "dtx"), "--workers", str(args.workers)], dt_env)
+               "--out", str(tmp / "dtx"), "--workers", str(args.workers)], dt_env, tmp / "dtx.log")
         timed([sys.executable, "-m", "skypile.cli", "web", *sum((["--input", str(f)] for f in gt), []),
-               "--output", str(tmp / "oursx"), "--stages", "extract"], our_env)
+               "--output", str(tmp / "oursx"), "--stages", "extract"], our_env, tmp / "oursx.log")
         results["datatrove"]["f1"] = f1_by_url(read_docs(tmp / "dtx/extracted"), data,
                                                lambda d: d.get("metadata", {}).get("url", ""))
         results["skypile"]["f1"] = f1_by_url(read_docs(tmp / "oursx/docs"), data, lambda d: d.get("url", ""))

@@ -232,23 +232,6 @@ class ExactDedup(beam.PTransform):
         return _as_stage_output(join_verdicts(docs, merged, "exact", "Exact"))
 
 
-class _DropListed(StageFn):
-    """Records whose id is in the side input are dropped with its reason; the rest pass."""
-
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def process(self, rec, losers: dict):
-        verdict = losers.get(rec.id)
-        if verdict is None:
-            self.keep(self.stage)
-            yield rec
-            return
-        _action, reason, detail = verdict
-        yield self.drop(Reject(id=rec.id, url=rec.url, stage=self.stage, reason=reason, text="",
-                               source=rec.source, detail=detail))
-
-
 def _http_ok(rec) -> bool:
     """Whether a raw HTTP response says 200/203 (its status line, read without parsing)."""
     if getattr(rec, "kind", "") != "http":
@@ -267,22 +250,37 @@ def _raw_url_key(rec):
     return [(key, ((_http_ok(rec), size, rank), rec.id))]
 
 
-class UrlDedupBeforeExtract(beam.PTransform):
-    """Cheap work first: URL duplicates among raw records never reach trafilatura.
+def _url_keys_of_file(path: str, opts, storage_options: dict):
+    """A second, light pass over one input file: URL keys only (bodies are not kept)."""
+    from skypile.readers import ReadStats, UnreadableFile, read_file
 
-    Only (URL key, size, id) triples are grouped; the largest body per normalised URL is kept
-    (ties: smallest id) and the other ids reach the records as a side input. Stage ``url``;
-    the later exact stage still checks URLs and content of the extracted documents.
+    try:
+        for item in read_file(path, opts, ReadStats(), storage_options):
+            if not isinstance(item, Reject):
+                yield from _raw_url_key(item)
+    except UnreadableFile:
+        return  # the main read reports it
+
+
+class UrlDuplicates(beam.PTransform):
+    """Cheap work first: which raw records are URL duplicates, before any extraction.
+
+    Takes the input file names and reads them once more for their (URL key, status, size,
+    id) alone: far cheaper than holding every page body until the keys are grouped. The
+    largest successful response per normalised URL is kept (ties: smallest id); the output
+    maps each other id to its verdict, a side input of the main read (stage ``url``). The
+    exact stage still checks URLs and content of the extracted documents.
     """
 
-    def expand(self, records):
-        losers = (records
-                  | "RawUrlKeys" >> beam.FlatMap(_raw_url_key)
-                  | "ByRawUrl" >> beam.GroupByKey()
-                  | "RawUrlLosers" >> beam.FlatMap(_losers, "url:duplicate"))
-        out = records | "DropUrlDuplicates" >> beam.ParDo(
-            _DropListed("url"), beam.pvalue.AsDict(losers)).with_outputs(REJECTS, STATS, main="records")
-        return {"records": out.records, "rejects": out[REJECTS], "stats": out[STATS]}
+    def __init__(self, opts, storage_options: dict):
+        super().__init__()
+        self.opts, self.storage_options = opts, storage_options
+
+    def expand(self, files):
+        return (files
+                | "RawUrlKeys" >> beam.FlatMap(_url_keys_of_file, self.opts, self.storage_options)
+                | "ByRawUrl" >> beam.GroupByKey()
+                | "RawUrlLosers" >> beam.FlatMap(_losers, "url:duplicate"))
 
 
 # ---- clusters from edges: connected components, then keep one -----------------------------

@@ -34,7 +34,7 @@ from skypile.classifiers.perplexity import PerplexityConfig
 from skypile.classifiers.quality import QualityConfig
 from skypile.classifiers.stem import StemConfig
 from skypile.pipelines.dedup import (DedupConfig, ExactDedup, MinHashDedup, RecurringBlocks,
-                                     SemanticDedup, UrlDedupBeforeExtract)
+                                     SemanticDedup, UrlDuplicates)
 from skypile.pipelines.quality import CHECKS, OTHER, FilterConfig, QualityStages
 from skypile.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
                              read_file)
@@ -72,10 +72,10 @@ class WebConfig:
 class ReadFile(StageFn):
     """A file path in; its document records out, rejects and skipped records counted."""
 
-    def __init__(self, opts: ReaderOptions, storage_options: dict):
-        self.opts, self.storage_options = opts, storage_options
+    def __init__(self, opts: ReaderOptions, storage_options: dict, url_stage: bool = False):
+        self.opts, self.storage_options, self.url_stage = opts, storage_options, url_stage
 
-    def process(self, path: str):
+    def process(self, path: str, url_losers: dict | None = None):
         t0 = time.monotonic()
         rs = ReadStats()
         kept = dropped = 0
@@ -87,7 +87,15 @@ class ReadFile(StageFn):
                 else:
                     kept += 1
                     self.keep("read")
-                    yield item
+                    if not self.url_stage:
+                        yield item
+                    elif (verdict := url_losers.get(item.id)) is None:
+                        self.keep("url")
+                        yield item
+                    else:
+                        yield self.drop(Reject(id=item.id, url=item.url, stage="url",
+                                               reason=verdict[1], text="", source=item.source,
+                                               detail=verdict[2]))
         except UnreadableFile as e:
             LOG.warning("cannot read %s", e)
             dropped += 1
@@ -157,18 +165,19 @@ def gate_languages(cfg: WebConfig) -> tuple[str, ...]:
 def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
           extra_stats: dict) -> None:
     """Adds the pipeline to ``p``, writing the output contract under ``staging``."""
-    read = (p
-            | "Inputs" >> beam.Create(files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadFile(cfg.read, cfg.storage_options))
-            .with_outputs(REJECTS, STATS, main="records"))
+    names = p | "Inputs" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
+    if "extract" in cfg.stages and "exact" in cfg.stages and cfg.dedup.exact.by_url:
+        # URL duplicates are known before the pages are read for real: the reader drops them
+        # (stage "url"), so their bodies never travel and trafilatura never sees them
+        losers = names | "UrlFirst" >> UrlDuplicates(cfg.read, cfg.storage_options)
+        read = names | "Read" >> beam.ParDo(ReadFile(cfg.read, cfg.storage_options, url_stage=True),
+                                            beam.pvalue.AsDict(losers)).with_outputs(
+            REJECTS, STATS, main="records")
+    else:
+        read = names | "Read" >> beam.ParDo(ReadFile(cfg.read, cfg.storage_options)).with_outputs(
+            REJECTS, STATS, main="records")
     rejects, counts = [read[REJECTS]], [read[STATS]]
     records = read.records
-    if "extract" in cfg.stages and "exact" in cfg.stages and cfg.dedup.exact.by_url:
-        early = records | "UrlFirst" >> UrlDedupBeforeExtract()
-        records = early["records"]
-        rejects.append(early["rejects"])
-        counts.append(early["stats"])
     if "extract" in cfg.stages:
         ex = records | "Extract" >> beam.ParDo(Extract(cfg.extract, gate_languages(cfg))).with_outputs(
             REJECTS, STATS, main="docs")
@@ -280,6 +289,8 @@ def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) 
     if not cmd.text_only and "extract" not in cfg.stages:
         raise cfglib.ConfigError("the web pipeline needs the extract stage "
                                  "(use skypile dedup for documents that are already text)")
+    if cfg.extract.metadata not in ("fast", "full"):
+        raise cfglib.ConfigError(f"extract.metadata={cfg.extract.metadata!r}: use fast or full")
     if cmd.text_only:
         cfg.read.text_only = True
     if ("perplexity" in cfg.stages or "quality" in cfg.stages) and "langid" not in cfg.stages:

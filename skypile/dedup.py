@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import re
 import struct
+import sys
 import unicodedata
 import urllib.parse
 
@@ -26,19 +27,30 @@ _TOKENS = re.compile(f"[{_CJK_CHARS}]|[^\\s{_CJK_CHARS}]+")
 _SPACE = re.compile(r"\s+")
 
 
-def _drop_punct(ch: str) -> str:
-    return " " if unicodedata.category(ch)[0] in "PSZC" else ch
+_TO_SPACE: dict[int, str] | None = None
+# private use and surrogates: three ranges, cheaper as a regex than as table entries
+_PRIVATE = re.compile("[\ud800-\uf8ff\U000f0000-\U0010ffff]")
+
+
+def _to_space() -> dict[int, str]:
+    """str.translate table: every assigned punctuation, symbol, separator, control and
+    format character -> space (built once; about 11k entries)."""
+    global _TO_SPACE
+    if _TO_SPACE is None:
+        _TO_SPACE = {cp: " " for cp in range(sys.maxunicode + 1)
+                     if (c := unicodedata.category(chr(cp)))[0] in "PSZ" or c in ("Cc", "Cf")}
+    return _TO_SPACE
 
 
 def normalize(text: str) -> str:
     """The text as every dedup step compares it.
 
     NFKC (full-width letters, digits and punctuation become their ASCII forms), lower case,
-    punctuation / symbols / controls to spaces, runs of whitespace to one space.
+    punctuation / symbols / separators / controls / private-use characters to spaces, runs
+    of whitespace to one space. (Unassigned code points are kept as they are.)
     """
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(map(_drop_punct, text))
-    return _SPACE.sub(" ", text).strip()
+    text = unicodedata.normalize("NFKC", text).lower().translate(_to_space())
+    return _SPACE.sub(" ", _PRIVATE.sub(" ", text)).strip()
 
 
 def tokens(text: str) -> list[str]:

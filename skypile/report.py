@@ -158,7 +158,8 @@ def build(run: Path, out: Path) -> Path:
         parts.append("")
     for mix in sorted((run / "mixture").glob("*/composition.md")):
         png = mix.with_suffix(".png")
-        parts += [f"## Mixture: {mix.parent.name}", "", mix.read_text().strip(), ""]
+        table = [line for line in mix.read_text().strip().splitlines() if not line.startswith("#")]
+        parts += [f"## Mixture: {mix.parent.name}", "", "\n".join(table).strip(), ""]
         if png.exists():
             shutil.copyfile(png, out / f"composition-{mix.parent.name}.png")
             parts += [f"![composition {mix.parent.name}](composition-{mix.parent.name}.png)", ""]

@@ -249,7 +249,8 @@ def leakage(name: str, train: np.ndarray, test: np.ndarray, ref: np.ndarray,
     if r.d2_ci[1] < -tolerance:
         r.flags.append("test split seen (Δ2 < 0: lower loss on test than on train)")
     if r.d1_ci[1] < -tolerance:
-        r.flags.append("test split seen (Δ1 < 0: lower loss on test than on fresh reference text)")
+        r.flags.append("test split or text in its format seen (Δ1 < 0: lower loss on test "
+                       "than on fresh reference text)")
     return r
 
 
