@@ -417,4 +417,9 @@ def run(argv: list[str] | None = None) -> int:
     except (cfglib.ConfigError, ShardError, ValueError) as e:
         print(f"skypile train: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        # a process group left to interpreter shutdown can abort in gloo's threads
+        # ("terminate called without an active exception")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
