@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -56,12 +57,14 @@ def inputs(data: Path) -> list[Path]:
 
 
 def timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int]:
-    """(seconds, peak RSS bytes of the process tree); output goes to ``log``.
+    """(seconds, peak RSS bytes of the process tree); output goes to ``log``. The CPU
+    seconds of the tree (children that were waited for) are printed.
 
     The command runs in its own process group, killed afterwards: multiprocessing helpers
     (datatrove's forkserver, resource tracker) outlive their parent otherwise.
     """
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
@@ -77,6 +80,10 @@ def timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int]:
         proc.wait()
         t.join()
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"  {Path(cmd[1]).name} {cmd[2] if len(cmd) > 2 else ''}: {seconds:.1f} s wall, "
+          f"{cpu:.1f} s CPU (waited-for processes)", flush=True)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
