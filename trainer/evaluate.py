@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skypile.trainer import mc
+
 DATA = os.environ.get("SKYPILE_DATA", "../shared/data")
 CHAR_LIMIT = 4096 // 3
 TOKEN_LIMIT = 4096
@@ -299,10 +301,7 @@ def cmd_leakage(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- multiple choice
-from skypile.trainer import mc  # noqa: E402  (kept beside its command)
-
-
+# ---------------------------------------------------------------- command line
 def _default_sets() -> str:
     return f"{DATA}/skywork-eval/*.jsonl"
 
