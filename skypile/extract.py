@@ -353,14 +353,33 @@ class Extractor:
         return clean_text(result["text"], result["title"], self.cfg.cleanup)
 
 
-_INVISIBLE = re.compile(r"<(script|style|noscript|template|svg|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_INVISIBLE_OPEN = re.compile(r"<(script|style|noscript|template|svg|head)\b|<!--", re.I)
 _ANY_TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 
 
+def _drop_invisible(html: str) -> str:
+    """Scripts, styles, the head and comments cut out in one linear pass (an element that
+    is never closed hides the rest of the page, as it would in a browser)."""
+    low, out, pos = html.lower(), [], 0
+    while (m := _INVISIBLE_OPEN.search(html, pos)) is not None:
+        out.append(html[pos:m.start()])
+        if m.group(1) is None:  # a comment
+            end = low.find("-->", m.end())
+            pos = -1 if end < 0 else end + 3
+        else:
+            end = low.find(f"</{m.group(1).lower()}", m.end())
+            pos = -1 if end < 0 else (low.find(">", end) + 1 or len(html))
+        if pos < 0:
+            return " ".join(out)
+        out.append(" ")
+    out.append(html[pos:])
+    return "".join(out)
+
+
 def rough_text(html: str, limit: int = 3000, scan: int = 300_000) -> str:
     """The visible text of a page, roughly (tags stripped by regex): enough for language id."""
-    text = htmllib.unescape(_ANY_TAG.sub(" ", _INVISIBLE.sub(" ", html[:scan])))
+    text = htmllib.unescape(_ANY_TAG.sub(" ", _drop_invisible(html[:scan])))
     return _SPACES.sub(" ", text).strip()[:limit]
 
 

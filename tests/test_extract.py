@@ -134,3 +134,16 @@ def test_sandbox_enforces_the_time_budget():
         assert isinstance(ex(rec(http_response(ARTICLE))), Document)
     finally:
         ex.close()
+
+
+def test_rough_text_for_the_language_gate_skips_invisible_parts():
+    from skypile.extract import rough_text
+
+    page = ("<html><head><title>t</title></head><body><script>var a = '<p>no</p>';</script>"
+            "<p>Hello &amp; world</p><!-- hidden --><style>p {}</style><svg><text>no</text></svg>"
+            "tail</body></html>")
+    assert rough_text(page) == "Hello & world tail"
+    assert rough_text("<p>before</p><script>never closed <p>hidden</p>") == "before"
+    # unclosed invisible elements hide the rest (one linear pass; no rescan per tag)
+    for hostile in ("<svg>" * 60000, "<!--" * 70000, "<script>" * 40000):
+        assert rough_text("<p>seen</p>" + hostile + "<p>unseen</p>") == "seen"
