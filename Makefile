@@ -19,7 +19,7 @@ export SKYPILE_KENLM_BIN := $(abspath $(KENLM_BIN))
 help:
 	@echo "make demo   - the whole chain on SKYPILE_DATA=$(SKYPILE_DATA) -> $(DEMO_OUT)/report/REPORT.md"
 	@echo "make test   - run the test suite"
-	@echo "make bench  - every benchmark of BENCHMARKS.md (runs the demo first; ~15 minutes)"
+	@echo "make bench  - every benchmark of BENCHMARKS.md (runs the demo first; about 45 minutes)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 
 venv: $(VENV)/.installed

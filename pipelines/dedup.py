@@ -266,7 +266,7 @@ class UrlDuplicates(beam.PTransform):
     """Cheap work first: which raw records are URL duplicates, before any extraction.
 
     Takes the input file names and reads them once more for their (URL key, status, size,
-    id) alone: far cheaper than holding every page body until the keys are grouped. The
+    id) alone, so no page body is held while the keys are grouped. The
     largest successful response per normalised URL is kept (ties: smallest id); the output
     maps each other id to its verdict, a side input of the main read (stage ``url``). The
     exact stage still checks URLs and content of the extracted documents.
