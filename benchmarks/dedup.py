@@ -149,6 +149,20 @@ def tree_rss(root: int) -> int:
     return total
 
 
+def sample_peak_rss(proc: subprocess.Popen, every_s: float = 0.2) -> tuple[threading.Thread, list[int]]:
+    """Start sampling the resident memory of ``proc``'s tree; join the thread for peak[0]."""
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    return thread, peak
+
+
 def scale(args) -> None:
     data = Path(args.data)
     docs, _ = load_dev(data)
@@ -165,15 +179,7 @@ def scale(args) -> None:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
                                 env=dict(os.environ, SKYPILE_LOG="WARNING"))
-        peak = [0]
-
-        def sample():
-            while proc.poll() is None:
-                peak[0] = max(peak[0], tree_rss(proc.pid))
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        sampler, peak = sample_peak_rss(proc)
         summary = proc.communicate()[0]
         sampler.join()
         seconds = time.perf_counter() - t0

@@ -35,12 +35,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dedup import tree_rss  # noqa: E402
+from dedup import sample_peak_rss  # noqa: E402
 from extraction import bag, prf  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,17 +67,9 @@ def timed(cmd: list[str], env: dict, log: Path) -> tuple[float, int]:
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
-        peak = [0]
-
-        def sample():
-            while proc.poll() is None:
-                peak[0] = max(peak[0], tree_rss(proc.pid))
-                time.sleep(0.2)
-
-        t = threading.Thread(target=sample)
-        t.start()
+        sampler, peak = sample_peak_rss(proc)
         proc.wait()
-        t.join()
+        sampler.join()
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -42,6 +42,16 @@ class EvalError(ValueError):
     pass
 
 
+def models(args):
+    """(row name, loaded model) for each --model, in order (--name labels them)."""
+    from skypile.trainer import lm as lmlib
+
+    names = list(args.name)
+    for path in args.model:
+        lm = lmlib.load(path, args.tokenizer, args.device, args.dtype)
+        yield (names.pop(0) if names else lm.name), lm
+
+
 # ---------------------------------------------------------------- reading samples
 def read_texts(path: str, limit: int = 0) -> list[str]:
     """Samples of a JSONL file: ``text``, or ``question`` + " " + ``answer`` (GSM8K rows)."""
@@ -153,8 +163,6 @@ def markdown(header: list[str], rows: list[list], fmt: str = "{:.2f}") -> str:
 
 
 def cmd_perplexity(args) -> int:
-    from skypile.trainer import lm as lmlib
-
     files = sorted({f for pattern in args.sets for f in glob.glob(pattern)})
     if not files:
         raise EvalError(f"--sets {' '.join(args.sets)} matches no file (the default reads "
@@ -164,9 +172,7 @@ def cmd_perplexity(args) -> int:
     sets = {domain_of(f): read_texts(f, args.limit) for f in files}
     ref_encode = _reference_encoder(args.reference_tokenizer) if args.reference_tokenizer else None
     scores = []
-    for path in args.model:
-        lm = lmlib.load(path, args.tokenizer, args.device, args.dtype)
-        name = args.name.pop(0) if args.name else lm.name
+    for name, lm in models(args):
         for domain, texts in sets.items():
             t0 = time.time()
             s = score_domain(lm, name, domain, texts, args.batch_tokens, ref_encode)
@@ -267,13 +273,9 @@ def leakage_table(rows: list[Leakage]) -> str:
 
 
 def cmd_leakage(args) -> int:
-    from skypile.trainer import lm as lmlib
-
     sets = {k: read_texts(getattr(args, k), args.limit) for k in ("train", "test", "ref")}
     rows = []
-    for path in args.model:
-        lm = lmlib.load(path, args.tokenizer, args.device, args.dtype)
-        name = args.name.pop(0) if args.name else lm.name
+    for name, lm in models(args):
         losses = {}
         for k, texts in sets.items():
             t0 = time.time()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -101,12 +100,13 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
     """(run folder, step folder) for a run folder or a ``step-N`` folder."""
     if (path / ".metadata").exists():
         return path.parent, path
-    steps = sorted((int(m.group(1)), p) for p in path.glob("step-*")
-                   if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / ".metadata").exists())
-    if not steps:
+    from skypile.trainer.train import latest_checkpoint
+
+    step = latest_checkpoint(path)
+    if step is None:
         raise ModelLoadError(f"{path}: neither a Hugging Face model folder (config.json with "
                              "model_type) nor a skypile train run (step-N checkpoints)")
-    return path, steps[-1][1]
+    return path, step
 
 
 def run_config(run: Path):

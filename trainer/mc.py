@@ -141,8 +141,7 @@ def evaluate_subject(lm, bench: str, subject: str, questions: list[Question],
 
 
 def cmd_mc(args) -> int:
-    from skypile.trainer.evaluate import markdown
-    from skypile.trainer import lm as lmlib
+    from skypile.trainer.evaluate import markdown, models
 
     root = Path(args.data)
     table = subjects(root, args.bench)
@@ -152,9 +151,7 @@ def cmd_mc(args) -> int:
         raise BenchError(f"unknown {args.bench} subjects {unknown}; known: {', '.join(table)}")
     chosen = {s: table[s] for s in (wanted or table)}
     rows = []
-    for path in args.model:
-        lm = lmlib.load(path, args.tokenizer, args.device, args.dtype)
-        name = args.name.pop(0) if args.name else lm.name
+    for name, lm in models(args):
         total_c = total_n = 0
         for subject, (ev, shot_file) in chosen.items():
             t0 = time.time()

@@ -61,6 +61,13 @@ def memory_estimate(n_params: int, cfg: TrainConfig, world: int) -> dict:
             "total_gib_before_activations": round((weights + grads + optim) / gib, 2)}
 
 
+def latest_checkpoint(run: Path) -> Path | None:
+    """The highest complete ``step-N`` checkpoint folder of a run (None if there is none)."""
+    steps = sorted((int(m.group(1)), p) for p in run.glob("step-*")
+                   if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / ".metadata").exists())
+    return steps[-1][1] if steps else None
+
+
 class Run:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -112,9 +119,7 @@ class Run:
 
     # ---- checkpoints ----
     def _latest(self) -> Path | None:
-        steps = sorted((int(m.group(1)), p) for p in self.out.glob("step-*")
-                       if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / ".metadata").exists())
-        return steps[-1][1] if steps else None
+        return latest_checkpoint(self.out)
 
     @property
     def _zero1(self) -> bool:
