@@ -18,7 +18,6 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile import code as codelib
 from skypile import config as cfglib
@@ -27,7 +26,7 @@ from skypile.dedup import MinHashConfig
 from skypile.document import Document, Reject
 from skypile.readers import file_reject
 from skypile.pipelines.common import (REJECTS, STATS, StageFn, WriteJsonl, WriteStats,
-                                      runner_for)
+                                      run_pipeline, staged)
 from skypile.pipelines.dedup import ExactConfig, ExactDedup, MinHashDedup
 from skypile.pipelines.web import report, split_overrides
 
@@ -166,19 +165,13 @@ def run(argv: list[str] | None = None) -> int:
     except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"skypile code: error: {e}", file=sys.stderr)
         return 2
-    options = PipelineOptions(beam_args)
-    staging = output.new_staging(args.output)
     so = cfg.storage_options
     t0 = time.monotonic()
-    try:
-        with beam.Pipeline(runner=runner_for(options), options=options) as p:
-            build(p, files, cfg, staging)
+    with staged(args.output, so) as staging:
+        run_pipeline(beam_args, lambda p: build(p, files, cfg, staging))
         result = output.read_json(output.join(staging, "stats.json"), so)
         output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg), so)
         output.commit(staging, args.output, so)
-    except BaseException:
-        output.discard(staging, so)
-        raise
     return report(result, args.output, time.monotonic() - t0, "skypile code", STATS_ORDER)
 
 

@@ -5,6 +5,7 @@ The DoFns here are thin: the work happens in ``skypile`` functions they wrap.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import posixpath
@@ -48,6 +49,24 @@ def runner_for(options: PipelineOptions):
     if (name or "").lower() in _DIRECT_NAMES:
         return local_runner()
     return None  # Dataflow, Flink, Spark...: Beam resolves the name itself
+
+
+@contextlib.contextmanager
+def staged(out: str, storage_options: dict):
+    """A fresh staging folder for ``out``, removed if the block fails; the block commits."""
+    staging = output.new_staging(out)
+    try:
+        yield staging
+    except BaseException:
+        output.discard(staging, storage_options)
+        raise
+
+
+def run_pipeline(beam_args: list[str], build) -> None:
+    """Build (``build(p)``) and run a pipeline on the runner the Beam flags name."""
+    options = PipelineOptions(beam_args)
+    with beam.Pipeline(runner=runner_for(options), options=options) as p:
+        build(p)
 
 
 def in_global_window(value: Any) -> WindowedValue:

@@ -22,13 +22,13 @@ import zlib
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile import config as cfglib
 from skypile import output, shards
 from skypile.document import Document, Reject
 from skypile.domains import HeldOutConfig, LabelConfig, hash_fraction, is_held_out, label
-from skypile.pipelines.common import REJECTS, STATS, StageFn, WriteJsonl, WriteStats, runner_for
+from skypile.pipelines.common import (REJECTS, STATS, StageFn, WriteJsonl, WriteStats,
+                                      run_pipeline, staged)
 from skypile.pipelines.web import ReadFile, as_document, split_overrides
 from skypile.readers import ReaderOptions
 from skypile.tokenizer import Tokenizer, TokenizerError, model_hash
@@ -187,19 +187,13 @@ def run(argv: list[str] | None = None) -> int:
     except (cfglib.ConfigError, FileNotFoundError, ValueError, TokenizerError) as e:
         print(f"skypile tokenize: error: {e}", file=sys.stderr)
         return 2
-    options = PipelineOptions(beam_args)
-    staging = output.new_staging(args.output)
     so = cfg.storage_options
     t0 = time.monotonic()
-    try:
-        with beam.Pipeline(runner=runner_for(options), options=options) as p:
-            build(p, files, args.tokenizer, cfg, args.output, staging)
+    with staged(args.output, so) as staging:
+        run_pipeline(beam_args, lambda p: build(p, files, args.tokenizer, cfg, args.output, staging))
         manifest = output.read_json(output.join(staging, "manifest.json"), so)
         output.commit(staging, args.output, so, ("manifest.json", "stats.json", "rejects"))
         remove_stale_shards(args.output, manifest, so)
-    except BaseException:
-        output.discard(staging, so)
-        raise
     print(f"skypile tokenize: {time.monotonic() - t0:.1f}s, output in {args.output}")
     for domain, splits in manifest["domains"].items():
         for split, s in splits.items():

@@ -21,14 +21,13 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile import config as cfglib
 from skypile import output, stats
 from skypile.document import Document, Reject
 from skypile.extract import ExtractConfig, Extractor
 from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, StageFn,
-                                      WriteJsonl, WriteStats, runner_for)
+                                      WriteJsonl, WriteStats, run_pipeline, staged)
 from skypile.classifiers.langid import LangIdConfig
 from skypile.classifiers.perplexity import PerplexityConfig
 from skypile.classifiers.quality import QualityConfig
@@ -317,22 +316,15 @@ def run(argv: list[str] | None = None, cmd: Command = WEB) -> int:
     except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"{cmd.prog}: error: {e}", file=sys.stderr)
         return 2
-    options = PipelineOptions(beam_args)
-    staging = output.new_staging(args.output)
     LOG.info("%s: %d input files, stages %s, output %s", cmd.prog, len(files),
              ",".join(s for s in STAGES if s in cfg.stages), args.output)
     t0 = time.monotonic()
-    extra = {"inputs": files}
     so = cfg.storage_options
-    try:
-        with beam.Pipeline(runner=runner_for(options), options=options) as p:
-            build(p, files, cfg, staging, extra)
+    with staged(args.output, so) as staging:
+        run_pipeline(beam_args, lambda p: build(p, files, cfg, staging, {"inputs": files}))
         result = output.read_json(output.join(staging, "stats.json"), so)
         output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg), so)
         output.commit(staging, args.output, so)
-    except BaseException:
-        output.discard(staging, so)
-        raise
     return report(result, args.output, time.monotonic() - t0, cmd.prog)
 
 
