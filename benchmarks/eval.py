@@ -23,7 +23,7 @@ def random_llama(demo: Path, out: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from skypile import hf_tokenizer
+    from skypile.tokens import hf_tokenizer
     from skypile.trainer import lm as lmlib
 
     run = demo / "train/stage2"

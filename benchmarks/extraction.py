@@ -31,9 +31,9 @@ from pathlib import Path
 import trafilatura
 
 from skypile.document import Document
-from skypile.extract import ExtractConfig, Extractor
-from skypile.http import decode_text
-from skypile.readers import RawRecord
+from skypile.text.extract import ExtractConfig, Extractor
+from skypile.files.payload import decode_text
+from skypile.files.readers import RawRecord
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from skypile import heuristics
+from skypile.text import heuristics
 from skypile.classifiers.cli import Sources, held_out
 from skypile.classifiers.langid import LangId
 from skypile.classifiers.perplexity import PerplexityConfig, Scorer

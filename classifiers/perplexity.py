@@ -22,6 +22,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Iterable
+from skypile.jobs.scoring import PerplexityConfig  # noqa: F401  (the stage's config)
 
 # ---- CCNet's normalisation -----------------------------------------------------------
 
@@ -123,20 +124,6 @@ def _run(cmd: list[str], stdin=None, stdout=None) -> None:
 
 
 # ---- scoring ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class PerplexityConfig:
-    """Perplexity scoring (``perplexity`` in the pipeline config)."""
-
-    models: dict = dataclasses.field(default_factory=dict)
-    """Per language: {lang: {sp: PATH, lm: PATH}}; other languages get no perplexity."""
-    cutoffs: str = ""
-    """CCNet-format cutoff.csv with per-language percentiles of perplexity."""
-    head_percentile: int = 30
-    """Documents at or below this percentile of their language are 'head'."""
-    middle_percentile: int = 60
-    """...at or below this one 'middle'; the rest are 'tail'."""
-
 
 class Scorer:
     """Loads each language's models once (per worker) and scores documents."""

@@ -13,6 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Iterable
+from skypile.jobs.scoring import QualityConfig  # noqa: F401  (the stage's config)
 
 _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
 _SPACE = re.compile(r"\s+")
@@ -78,14 +79,6 @@ def train(positives: Iterable[str], negatives: Iterable[str], out_path: str,
     return {"train": len(train_rows), "held_out": len(test),
             "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
             "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0}
-
-
-@dataclasses.dataclass
-class QualityConfig:
-    """Quality scoring (``quality`` in the pipeline config)."""
-
-    model: str = ""
-    """fastText model from ``skypile classifiers quality-train``."""
 
 
 class Classifier:

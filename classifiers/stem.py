@@ -15,18 +15,9 @@ import json
 from pathlib import Path
 
 from skypile.classifiers.quality import Classifier, QualityTrainConfig, train
+from skypile.jobs.scoring import StemConfig  # noqa: F401  (the stage's config)
 
 STEM, MAIN = "__label__stem", "__label__main"
-
-
-@dataclasses.dataclass
-class StemConfig:
-    """STEM tagging (``stem`` in the pipeline config)."""
-
-    model: str = ""
-    """fastText model from ``skypile classifiers stem-train``."""
-    threshold: float = 0.5
-    """stem_score at or above which a document is SkyPile-STEM."""
 
 
 def exam_questions(folder: Path) -> list[str]:

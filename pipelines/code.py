@@ -19,12 +19,12 @@ import time
 
 import apache_beam as beam
 
-from skypile import code as codelib
+from skypile.text import code_filters as codelib
 from skypile import config as cfglib
-from skypile import output
-from skypile.dedup import MinHashConfig
+from skypile.files import output
+from skypile.text.dedup import MinHashConfig
 from skypile.document import Document, Reject
-from skypile.readers import file_reject
+from skypile.files.readers import file_reject
 from skypile.pipelines.common import (REJECTS, STATS, StageFn, WriteJsonl, WriteStats,
                                       run_pipeline, staged)
 from skypile.pipelines.dedup import ExactConfig, ExactDedup, MinHashDedup

@@ -21,7 +21,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from skypile import output, stats
+from skypile import stats
+from skypile.files import output
 from skypile.document import Reject
 
 LOG = logging.getLogger("skypile")

@@ -19,49 +19,12 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 
-from skypile import output
-from skypile.dedup import (BlocksConfig, MinHashConfig, MinHasher, block_hash, content_hash,
-                           cut_blocks, keep_key, similarity, url_key)
+from skypile.files import output
+from skypile.text.dedup import (BlocksConfig, DedupConfig, ExactConfig, MinHashConfig,  # noqa: F401
+                                MinHasher, SemanticConfig, block_hash, content_hash,
+                                cut_blocks, keep_key, similarity, url_key)
 from skypile.document import Document, Reject
 from skypile.pipelines.common import REJECTS, STATS, StageFn
-
-@dataclasses.dataclass
-class ExactConfig:
-    """Exact deduplication (``dedup.exact``)."""
-
-    by_url: bool = True
-    """Drop later copies of the same normalised URL (keeps the longest text)."""
-    by_content: bool = True
-    """Drop documents whose normalised text is identical to another's."""
-
-
-@dataclasses.dataclass
-class SemanticConfig:
-    """SemDeDup-like semantic deduplication (``dedup.semantic``); run with --stages ...,semantic."""
-
-    epsilon: float = 0.95
-    """Cosine similarity at or above which two documents of a cluster are duplicates."""
-    clusters: int = 16
-    """k of the k-means fit on the sample (documents are compared only within a cluster)."""
-    sample_size: int = 10000
-    """Documents sampled to fit the centroids (the only part held in one worker)."""
-    max_chars: int = 1000
-    """Characters of each document that are embedded."""
-    iterations: int = 20
-    """k-means iterations."""
-    seed: int = 0
-    """Seed of the k-means initialisation."""
-
-
-@dataclasses.dataclass
-class DedupConfig:
-    """All deduplication settings (``dedup`` in the pipeline config)."""
-
-    blocks: BlocksConfig = dataclasses.field(default_factory=BlocksConfig)
-    exact: ExactConfig = dataclasses.field(default_factory=ExactConfig)
-    minhash: MinHashConfig = dataclasses.field(default_factory=MinHashConfig)
-    semantic: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)
-
 
 # ---- shared: join decisions back to documents --------------------------------------------
 
@@ -252,7 +215,7 @@ def _raw_url_key(rec):
 
 def _url_keys_of_file(path: str, opts, storage_options: dict):
     """A second, light pass over one input file: URL keys only (bodies are not kept)."""
-    from skypile.readers import ReadStats, UnreadableFile, read_file
+    from skypile.files.readers import ReadStats, UnreadableFile, read_file
 
     try:
         for item in read_file(path, opts, ReadStats(), storage_options):

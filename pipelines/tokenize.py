@@ -24,14 +24,15 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from skypile import config as cfglib
-from skypile import output, shards
+from skypile.files import output
+from skypile.tokens import shards
 from skypile.document import Document, Reject
-from skypile.domains import HeldOutConfig, LabelConfig, hash_fraction, is_held_out, label
+from skypile.tokens.domains import HeldOutConfig, LabelConfig, hash_fraction, is_held_out, label
 from skypile.pipelines.common import (REJECTS, STATS, StageFn, WriteJsonl, WriteStats,
                                       run_pipeline, staged)
 from skypile.pipelines.web import ReadFile, as_document, split_overrides
-from skypile.readers import ReaderOptions
-from skypile.tokenizer import Tokenizer, TokenizerError, model_hash
+from skypile.files.readers import ReaderOptions
+from skypile.tokens.tokenizer import Tokenizer, TokenizerError, model_hash
 
 @dataclasses.dataclass
 class ShardConfig:

@@ -23,48 +23,20 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from skypile import config as cfglib
-from skypile import output, stats
+from skypile.config import split_overrides
+from skypile import stats
+from skypile.files import output
 from skypile.document import Document, Reject
-from skypile.extract import ExtractConfig, Extractor
+from skypile.text.extract import ExtractConfig, Extractor
 from skypile.pipelines.common import (LOG, NAMESPACE, REJECTS, STATS, Progress, StageFn,
                                       WriteJsonl, WriteStats, run_pipeline, staged)
-from skypile.classifiers.langid import LangIdConfig
-from skypile.classifiers.perplexity import PerplexityConfig
-from skypile.classifiers.quality import QualityConfig
-from skypile.classifiers.stem import StemConfig
-from skypile.pipelines.dedup import (DedupConfig, ExactDedup, MinHashDedup, RecurringBlocks,
-                                     SemanticDedup, UrlDuplicates)
-from skypile.pipelines.quality import CHECKS, OTHER, FilterConfig, QualityStages
-from skypile.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
+from skypile.jobs.web import (DEDUP, SCORERS, STAGES, STATS_ORDER, WEB, Command,  # noqa: F401
+                              WebConfig, check, gate_languages)
+from skypile.pipelines.dedup import (ExactDedup, MinHashDedup, RecurringBlocks, SemanticDedup,
+                                     UrlDuplicates)
+from skypile.pipelines.quality import OTHER, QualityStages
+from skypile.files.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile, file_reject,
                              read_file)
-
-STAGES = ("extract", "blocks", "exact", "minhash", "semantic", "langid", "perplexity", "quality",
-          "stem")
-"""Stages this pipeline knows, in the order they run."""
-SCORERS = ("langid", "perplexity", "quality", "stem")
-STATS_ORDER = ("read", "url", "extract", "blocks", "exact", "minhash", "semantic", *CHECKS)
-DEFAULT_STAGES = ["extract", "blocks", "exact", "minhash"]
-
-
-@dataclasses.dataclass
-class WebConfig:
-    """Everything ``skypile web`` can be told, by file (--config) or --section.key=value."""
-
-    stages: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_STAGES))
-    """Stages to run (they always run in the report's order): extract, blocks, exact,
-    minhash, semantic, langid, perplexity, quality, stem. semantic and the quality stages
-    run only when listed (they need models: skypile classifiers train)."""
-    read: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
-    extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
-    dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
-    langid: LangIdConfig = dataclasses.field(default_factory=LangIdConfig)
-    perplexity: PerplexityConfig = dataclasses.field(default_factory=PerplexityConfig)
-    quality: QualityConfig = dataclasses.field(default_factory=QualityConfig)
-    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
-    stem: StemConfig = dataclasses.field(default_factory=StemConfig)
-    storage_options: dict = dataclasses.field(default_factory=dict)
-    """fsspec options for remote inputs and outputs (e.g. {endpoint_url: ...} for S3)."""
-
 
 # ---- DoFns ------------------------------------------------------------------------------
 
@@ -150,17 +122,6 @@ def _dedup_stage(name: str, cfg: WebConfig, staging: str) -> beam.PTransform:
     return SemanticDedup(d.semantic, d.minhash.rounds, staging, so)
 
 
-def gate_languages(cfg: WebConfig) -> tuple[str, ...]:
-    """The languages of the pre-extraction language gate (empty: no gate)."""
-    gate = cfg.extract.lang_gate.strip()
-    if gate == "auto":
-        run = "langid" in cfg.stages and not cfg.filter.route_other
-        return tuple(cfg.filter.keep_langs) if run else ()
-    if gate in ("off", ""):
-        return ()
-    return tuple(x.strip() for x in gate.split(",") if x.strip())
-
-
 def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
           extra_stats: dict) -> None:
     """Adds the pipeline to ``p``, writing the output contract under ``staging``."""
@@ -207,28 +168,6 @@ def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
 
 # ---- command line -----------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Command:
-    """What distinguishes ``skypile web`` from ``skypile dedup``: the same engine."""
-
-    prog: str
-    description: str
-    stages: tuple[str, ...]          # allowed stages
-    default_stages: tuple[str, ...]
-    text_only: bool                  # inputs must already be text documents
-
-
-WEB = Command(
-    "skypile web",
-    "Turn Common Crawl WARC/WET files (or JSONL/Parquet documents) into clean, deduplicated "
-    "documents, on Apache Beam.",
-    STAGES, tuple(DEFAULT_STAGES), False)
-DEDUP = Command(
-    "skypile dedup",
-    "Deduplicate a JSONL/Parquet document set (fields id, text, optional url and lang; "
-    "--read.text_field etc. to rename): recurring blocks, exact, MinHash LSH, semantic.",
-    STAGES[1:], ("exact", "minhash"), True)
-
 _COMMON_HELP = (
     "Runs locally by default (in-process DirectRunner); any flag we do not know is passed to "
     "Beam, e.g. --runner DataflowRunner --project P --region R --temp_location gs://B/tmp, or "
@@ -259,58 +198,21 @@ def make_parser(cmd: Command = WEB) -> argparse.ArgumentParser:
     return ap
 
 
-def split_overrides(rest: list[str]) -> tuple[list[str], list[str]]:
-    """``--section.key=value`` (a dotted name) is ours; everything else goes to Beam."""
-    ours, beam_args = [], []
-    it = iter(rest)
-    for arg in it:
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
-        if "." in name and not name.startswith("."):
-            if "=" not in arg:
-                value = next(it, None)
-                if value is None:
-                    raise cfglib.ConfigError(f"{arg} needs a value")
-                arg = f"{arg}={value}"
-            ours.append(arg[2:])
-        else:
-            beam_args.append(arg)
-    return ours, beam_args
-
-
 def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) -> WebConfig:
+    """The config from --config, the overrides and --stages, checked for this command."""
     base = {"stages": list(cmd.default_stages)}
     cfg = cfglib.load(WebConfig, args.config, overrides, base=base)
     if args.stages is not None:
         cfg.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in cfg.stages if s not in cmd.stages]
-    if unknown:
-        raise cfglib.ConfigError(f"unknown stage {unknown[0]!r} (known: {', '.join(cmd.stages)})")
-    if not cmd.text_only and "extract" not in cfg.stages:
-        raise cfglib.ConfigError("the web pipeline needs the extract stage "
-                                 "(use skypile dedup for documents that are already text)")
-    if cfg.extract.metadata not in ("fast", "full"):
-        raise cfglib.ConfigError(f"extract.metadata={cfg.extract.metadata!r}: use fast or full")
-    if cmd.text_only:
-        cfg.read.text_only = True
-    if ("perplexity" in cfg.stages or "quality" in cfg.stages) and "langid" not in cfg.stages:
-        raise cfglib.ConfigError("the perplexity and quality stages need the langid stage")
-    if "perplexity" in cfg.stages and not cfg.perplexity.models:
-        raise cfglib.ConfigError("the perplexity stage needs models (perplexity.models); "
-                                 "make them with: skypile classifiers train, then --config "
-                                 "MODELS_DIR/web.yaml")
-    if "stem" in cfg.stages and not cfg.stem.model:
-        raise cfglib.ConfigError("the stem stage needs stem.model; make it with: "
-                                 "skypile classifiers train, then --config MODELS_DIR/web.yaml")
-    if "quality" in cfg.stages and not cfg.quality.model:
-        LOG.warning("quality.model is not set: the quality stage applies the Gopher-style "
-                    "heuristics only (make the classifier with: skypile classifiers train)")
+    for warning in check(cfg, cmd):
+        LOG.warning("%s", warning)
     return cfg
 
 
 def run(argv: list[str] | None = None, cmd: Command = WEB) -> int:
     args, rest = make_parser(cmd).parse_known_args(argv)
     try:
-        overrides, beam_args = split_overrides(rest)
+        overrides, beam_args = split_overrides(rest, WebConfig)
         cfg = resolve(args, overrides, cmd)
         files = output.expand_inputs(args.input, cfg.storage_options)
     except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:

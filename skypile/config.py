@@ -6,8 +6,12 @@ checked against the field types, and the resolved config can be written next to 
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
+import inspect
 import json
+import textwrap
 import types
 import typing
 from typing import Any, TypeVar
@@ -23,6 +27,11 @@ class ConfigError(ValueError):
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}={value!r}: use one of {', '.join(map(str, choices))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
@@ -110,22 +119,78 @@ def load_file(path: str) -> dict[str, Any]:
     return data
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c=value`` inside nested dicts; override values are parsed as YAML scalars."""
+def field_type(cls: type, dotted: str) -> Any:
+    """The declared type of ``a.b.c`` inside dataclass ``cls`` (None when not a field)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        tp = _unwrap_optional(tp)
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def parse_value(text: str, tp: Any = None) -> Any:
+    """An override's value: kept as text when the field is typed ``str``, else a YAML scalar.
+
+    ``--labels.default={lang}`` must stay the string ``{lang}``, not become a YAML mapping;
+    ``--steps=200`` becomes 200 and ``--read.fields=[a, b]`` a list.
+    """
+    if _unwrap_optional(tp) is str or not text.strip():
+        return text
     import yaml
 
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c=value`` inside nested dicts (the value as given)."""
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key}: {part} is not a section")
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value.strip() else value
-        except yaml.YAMLError:
-            pass
     node[parts[-1]] = value
+
+
+def split_overrides(args: list[str], cls: type | None = None) -> tuple[list[str], list[str]]:
+    """Split command-line leftovers into our ``section.key=value`` overrides and the rest.
+
+    ``--a.b=v`` and ``--a.b v`` (a dotted name) are ours, and so is ``--name=v`` when
+    ``name`` is a top-level field of ``cls``; everything else is returned untouched (the
+    pipelines pass it to Beam, the trainer refuses it).
+    """
+    top = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+    ours, rest = [], []
+    it = iter(args)
+    for arg in it:
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        dotted = "." in name and not name.startswith(".") and not name.endswith(".")
+        if dotted or (name and name in top):
+            if "=" not in arg:
+                value = next(it, None)
+                if value is None:
+                    raise ConfigError(f"{arg} needs a value")
+                arg = f"{arg}={value}"
+            ours.append(arg[2:])
+        else:
+            rest.append(arg)
+    return ours, rest
 
 
 def load(cls: type[T], path: str | None = None, overrides: list[str] | None = None,
@@ -136,9 +201,10 @@ def load(cls: type[T], path: str | None = None, overrides: list[str] | None = No
         _merge(data, load_file(path))
     for item in overrides or []:
         key, eq, value = item.partition("=")
+        key = key.lstrip("-")
         if not eq or not key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        set_dotted(data, key.lstrip("-"), value)
+        set_dotted(data, key, parse_value(value, field_type(cls, key)))
     return from_dict(cls, data)
 
 
@@ -148,3 +214,83 @@ def _merge(dst: dict, src: dict) -> None:
             _merge(dst[k], v)
         else:
             dst[k] = v
+
+
+# ---- flags generated from a config type (dolma-style: one config type per subcommand) ----
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring: the string literal written under it in the class body."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per top-level field of dataclass ``cls`` to ``parser``.
+
+    The flag is ``--field-name`` (or ``metadata["flag"]``), its help is the field's
+    docstring, and values stay text until :func:`from_args` checks them against the field
+    types. Lists take several values (``nargs="+"``, or ``metadata["action"]="append"`` for
+    a repeated flag); a ``Literal`` lists its choices; a ``bool`` that defaults to false is
+    a switch. Nested sections are set with ``--section.key=value``.
+    """
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            continue
+        meta = f.metadata
+        kw: dict[str, Any] = {"dest": f.name, "help": docs.get(f.name, ""), "default": None}
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        if typing.get_origin(tp) is typing.Literal:
+            kw["choices"] = typing.get_args(tp)
+        if tp is bool:
+            kw["action"] = "store_true" if f.default is False else argparse.BooleanOptionalAction
+            kw.pop("metavar", None)
+        elif typing.get_origin(tp) in (list, tuple):
+            if meta.get("action") == "append":
+                kw["action"] = "append"
+            else:
+                kw["nargs"] = meta.get("nargs", "+")
+        if _is_required(f):
+            kw["required"] = True
+        elif not kw.get("action", "").startswith("store") and f.default not in (None, "",
+                                                                               dataclasses.MISSING):
+            kw["help"] += f" (default: {f.default})"
+        parser.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **kw)
+
+
+def from_args(cls: type[T], ns: argparse.Namespace, overrides: list[str] | None = None,
+              path: str | None = None) -> T:
+    """The config of type ``cls`` from parsed flags (see :func:`add_flags`), an optional
+    config file and ``section.key=value`` overrides; flags win over the file."""
+    data: dict[str, Any] = load_file(path) if path else {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        value = getattr(ns, f.name, None)
+        if value is None or dataclasses.is_dataclass(_unwrap_optional(hints[f.name])):
+            continue
+        if isinstance(value, str) and hints[f.name] is not str:
+            value = parse_value(value, hints[f.name])
+        data[f.name] = value
+    missing = [f.name for f in dataclasses.fields(cls) if _is_required(f) and f.name not in data]
+    if missing:
+        raise ConfigError(f"--{missing[0].replace('_', '-')} is required")
+    return load(cls, None, overrides, base=data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def stable_id(*parts: str) -> str:
@@ -37,6 +37,14 @@ class Document:
                    source=d.get("source") or "", metadata=dict(d.get("metadata") or {}))
 
 
+class Origin(NamedTuple):
+    """Where a record came from, for a reject made before any Document exists (readers)."""
+
+    id: str
+    url: str = ""
+    source: str = ""
+
+
 @dataclasses.dataclass(slots=True)
 class Reject:
     """A dropped record: where it came from, which stage dropped it and why.
@@ -59,3 +67,19 @@ class Reject:
              "text": self.text, "source": self.source, "detail": self.detail},
             ensure_ascii=False,
         )
+
+    @classmethod
+    def of(cls, doc: Any, stage: str, reason: str, *, text: str | None = None,
+           **detail: Any) -> "Reject":
+        """The one way to reject: ``doc`` (a Document, RawRecord or Origin) by ``stage``.
+
+        ``reason`` is the short cause (``too-large``) and is stored as ``stage:reason``; an
+        already-prefixed reason is kept as it is. ``text`` defaults to the document's text
+        (a RawRecord's body is not text, so it gives none); ``detail`` holds the rest.
+        """
+        if text is None:
+            body = getattr(doc, "text", "")
+            text = body if isinstance(body, str) else ""
+        full = reason if reason.startswith(f"{stage}:") else f"{stage}:{reason}"
+        return cls(id=doc.id, url=doc.url or "", stage=stage, reason=full, text=text,
+                   source=doc.source or "", detail=detail)

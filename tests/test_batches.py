@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from skypile import batches
-from skypile import tokenizer as tk
+from skypile.tokens import batches
+from skypile.tokens import tokenizer as tk
 from skypile.pipelines.tokenize import run
-from skypile.shards import ShardSet
+from skypile.tokens.shards import ShardSet
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from skypile.extract import ExtractConfig
+from skypile.text.extract import ExtractConfig
 from skypile.pipelines.common import REJECTS, STATS, WriteStats, local_runner
 from skypile.pipelines.web import Extract, ReadFile
-from skypile.readers import RawRecord, ReaderOptions
+from skypile.files.readers import RawRecord, ReaderOptions
 from warcgen import ARTICLE, gz, http_response, record
 
 

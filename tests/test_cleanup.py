@@ -1,6 +1,6 @@
 import pytest
 
-from skypile.cleanup import CleanupConfig, classify_line, clean_text, units
+from skypile.text.cleanup import CleanupConfig, classify_line, clean_text, units
 
 CFG = CleanupConfig()
 

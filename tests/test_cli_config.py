@@ -78,17 +78,17 @@ def test_every_config_field_is_documented():
     """A newcomer reads the field docstrings; each config field must have one."""
     import inspect
     import typing
-    from skypile.cleanup import CleanupConfig
-    from skypile.dedup import BlocksConfig, MinHashConfig
-    from skypile.extract import ExtractConfig
+    from skypile.text.cleanup import CleanupConfig
+    from skypile.text.dedup import BlocksConfig, MinHashConfig
+    from skypile.text.extract import ExtractConfig
     from skypile.pipelines.dedup import DedupConfig, ExactConfig, SemanticConfig
-    from skypile.readers import ReaderOptions
-    from skypile.heuristics import HeuristicThresholds
+    from skypile.files.readers import ReaderOptions
+    from skypile.text.heuristics import HeuristicThresholds
     from skypile.classifiers.langid import LangIdConfig
     from skypile.classifiers.perplexity import KenLMTrainConfig, PerplexityConfig
     from skypile.classifiers.quality import QualityConfig, QualityTrainConfig
-    from skypile.pipelines.quality import FilterConfig
-    from skypile.tokenizer import TrainConfig
+    from skypile.text.thresholds import FilterConfig
+    from skypile.tokens.tokenizer import TrainConfig
     for cls in (WebConfig, ExtractConfig, CleanupConfig, ReaderOptions, DedupConfig,
                 BlocksConfig, MinHashConfig, ExactConfig, SemanticConfig, HeuristicThresholds,
                 LangIdConfig, PerplexityConfig, KenLMTrainConfig, QualityConfig,

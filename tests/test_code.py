@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from skypile import code
+from skypile.text import code_filters as code
 from skypile.document import Reject
-from skypile.readers import RawRecord
+from skypile.files.readers import RawRecord
 
 CFG = code.CodeFilterConfig()
 GOOD = "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return a + b\n\n\nprint(add(1, 2))\n"

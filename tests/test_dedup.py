@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from skypile import dedup
+from skypile.text import dedup
 from skypile.document import Document
 from skypile.pipelines.common import local_runner
 from skypile.pipelines.dedup import (ConnectedComponents, ExactConfig, ExactDedup,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from skypile import config as cfglib
-from skypile import tokenizer as tk
+from skypile.tokens import tokenizer as tk
 from skypile.pipelines.tokenize import run as tokenize
 from skypile.trainer import evaluate, lm as lmlib, mc
 from skypile.trainer.config import TrainConfig

@@ -11,9 +11,9 @@ import pytest
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from skypile.extract import ExtractConfig
+from skypile.text.extract import ExtractConfig
 from skypile.pipelines.web import Extract, ReadFile, WebConfig, build
-from skypile.readers import ReaderOptions
+from skypile.files.readers import ReaderOptions
 
 
 def test_web_pipeline_translates_to_runner_api(tmp_path):
@@ -38,7 +38,7 @@ def test_dofns_pickle_without_models_or_processes():
 
 
 def test_core_imports_neither_beam_nor_torch():
-    code = ("import sys, skypile.cli, skypile.readers, skypile.extract, skypile.output, "
+    code = ("import sys, skypile.cli, skypile.files.readers, skypile.text.extract, skypile.files.output, "
             "skypile.config, skypile.stats; "
             "print(sorted(m for m in ('apache_beam', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -84,7 +84,7 @@ def _pipelines(tmp_path, data_dir):
     from pathlib import Path
 
     from skypile import config as cfglib
-    from skypile import tokenizer as tk
+    from skypile.tokens import tokenizer as tk
     from skypile.pipelines import code, tokenize, web
 
     worker_cfg = str(Path(__file__).resolve().parents[1] / "docker/web-worker.yaml")
@@ -189,7 +189,7 @@ def test_multi_process_runner_gives_the_same_output(pipeline, data_dir, tmp_path
 
     import datasketch
 
-    from skypile import tokenizer as tk
+    from skypile.tokens import tokenizer as tk
     from skypile.pipelines import code, tokenize, web
 
     if pipeline == "dedup":

@@ -5,12 +5,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from skypile import heuristics
+from skypile.text import heuristics
 from skypile.classifiers import perplexity as ppl
 from skypile.classifiers.langid import LangId
 from skypile.document import Document
 from skypile.pipelines.common import local_runner
-from skypile.pipelines.quality import FilterConfig, QualityStages, decide, quality_group
+from skypile.pipelines.quality import QualityStages
+from skypile.text.thresholds import FilterConfig, decide, quality_group
 from skypile.classifiers.langid import LangIdConfig
 from skypile.classifiers.perplexity import PerplexityConfig
 from skypile.classifiers.quality import QualityConfig

@@ -7,7 +7,7 @@ import pytest
 import zstandard
 
 from skypile.document import Reject
-from skypile.readers import RawRecord, ReaderOptions, ReadStats, UnreadableFile, read_file
+from skypile.files.readers import RawRecord, ReaderOptions, ReadStats, UnreadableFile, read_file
 from warcgen import ARTICLE, gz, http_response, record
 
 

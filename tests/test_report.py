@@ -3,7 +3,7 @@
 import json
 
 from skypile.pipelines.web import run as web
-from skypile.report import build
+from skypile.cli.report import build
 
 
 def test_report_collects_what_the_chain_wrote(data_dir, tmp_path):

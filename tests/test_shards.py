@@ -5,7 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from skypile import mixture, shards
+from skypile.tokens import mixture
+from skypile.tokens import shards
 
 
 def test_roundtrip_and_memmap(tmp_path):

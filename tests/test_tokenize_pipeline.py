@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from skypile import shards
-from skypile import tokenizer as tk
+from skypile.tokens import shards
+from skypile.tokens import tokenizer as tk
 from skypile.pipelines.tokenize import run
 from s3server import moto_s3
 

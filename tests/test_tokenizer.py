@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skypile import spm_model
-from skypile import tokenizer as tk
+from skypile.tokens import spm_model
+from skypile.tokens import tokenizer as tk
 
 BASE_VOCAB, CHARS, WORDS, RESERVED = 2000, 1500, 500, 17
 TOTAL = BASE_VOCAB + CHARS + WORDS + RESERVED
@@ -122,7 +122,7 @@ def test_ids_are_stable_across_runs(models, data_dir, tmp_path):
 def test_huggingface_export_gives_the_same_ids(models, data_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from skypile.hf_tokenizer import export
+    from skypile.tokens.hf_tokenizer import export
     _base, ext, *_ = models
     export(str(ext), str(tmp_path / "hf"))
     hf = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), local_files_only=True)

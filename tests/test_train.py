@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from skypile import config as cfglib
-from skypile import tokenizer as tk
+from skypile.tokens import tokenizer as tk
 from skypile.pipelines.tokenize import run as tokenize
 from skypile.trainer.config import TrainConfig
 from skypile.trainer.train import train

@@ -206,7 +206,7 @@ def cmd_perplexity(args) -> int:
 
 
 def _reference_encoder(path: str):
-    from skypile.tokenizer import Tokenizer
+    from skypile.tokens.tokenizer import Tokenizer
 
     if Path(path).is_dir():
         from transformers import AutoTokenizer

@@ -21,8 +21,8 @@ from skypile.trainer import model as modellib
 def export_hf(checkpoint: str, tokenizer: str | None, output: str, dtype: str = "float32") -> Path:
     from safetensors.torch import save_file
 
-    from skypile import hf_tokenizer
-    from skypile.tokenizer import Tokenizer
+    from skypile.tokens import hf_tokenizer
+    from skypile.tokens.tokenizer import Tokenizer
 
     src = Path(checkpoint)
     if not src.exists():
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    from skypile.tokenizer import TokenizerError
+    from skypile.tokens.tokenizer import TokenizerError
 
     ap = _parser()
     args = ap.parse_args(argv)

@@ -121,7 +121,7 @@ def run_config(run: Path):
 
 def tokenizer_of_run(cfg) -> str:
     """The tokenizer path recorded in the run's shard manifest."""
-    from skypile.shards import ShardSet
+    from skypile.tokens.shards import ShardSet
 
     try:
         path = ShardSet(cfg.data.shards, verify=False).manifest["tokenizer"]["path"]
@@ -160,7 +160,7 @@ def load(path: str, tokenizer: str | None = None, device: str = "auto",
     run, step = find_checkpoint(p)
     cfg = run_config(run)
     tok_path = tokenizer or tokenizer_of_run(cfg)
-    from skypile.tokenizer import Tokenizer, TokenizerError
+    from skypile.tokens.tokenizer import Tokenizer, TokenizerError
 
     try:
         tok = Tokenizer(tok_path)

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from skypile import batches
+from skypile.tokens import batches
 from skypile import config as cfglib
-from skypile.shards import ShardError, ShardSet
+from skypile.tokens.shards import ShardError, ShardSet
 from skypile.trainer import model as modellib
 from skypile.trainer.config import CONFIG_DIR, TrainConfig
 from skypile.trainer.optim import adamw, clip_and_check, lr_at
@@ -396,11 +396,9 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
     try:
-        overrides = []
-        for a in rest:
-            if not a.startswith("--") or "=" not in a:
-                raise cfglib.ConfigError(f"unexpected argument {a!r}: use --section.key=value")
-            overrides.append(a[2:])
+        overrides, unknown = cfglib.split_overrides(rest, TrainConfig)
+        if unknown:
+            raise cfglib.ConfigError(f"unexpected argument {unknown[0]!r}: use --section.key=value")
         path = args.config
         if path and not Path(path).exists() and (CONFIG_DIR / f"{path}.toml").exists():
             path = str(CONFIG_DIR / f"{path}.toml")

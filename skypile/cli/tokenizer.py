@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from skypile import tokenizer as tk
+from skypile.tokens import tokenizer as tk
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def run(argv: list[str] | None = None) -> int:
                           args.reserved, args.add_words, args.word_list, args.text_field)
             print(f"wrote {args.output}.model\n{b.table()}")
         elif args.cmd == "export":
-            from skypile.hf_tokenizer import export
+            from skypile.tokens.hf_tokenizer import export
             export(args.model, args.output)
             print(f"wrote Hugging Face tokenizer files to {args.output}")
         else:

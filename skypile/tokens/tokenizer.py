@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from skypile import spm_model
-from skypile.output import expand_inputs
-from skypile.readers import RawRecord, ReaderOptions, UnreadableFile, read_file
+from skypile.tokens import spm_model
+from skypile.files.output import expand_inputs
+from skypile.files.readers import RawRecord, ReaderOptions, UnreadableFile, read_file
 
 LOG = logging.getLogger("skypile")
 

@@ -215,3 +215,43 @@ def cut_blocks(text: str, frequent: set[bytes] | dict, cfg: BlocksConfig) -> tup
         else:
             kept.append(line)
     return "\n".join(kept).strip("\n"), removed
+
+
+# ---- stage configs -----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ExactConfig:
+    """Exact deduplication (``dedup.exact``)."""
+
+    by_url: bool = True
+    """Drop later copies of the same normalised URL (keeps the longest text)."""
+    by_content: bool = True
+    """Drop documents whose normalised text is identical to another's."""
+
+
+@dataclasses.dataclass
+class SemanticConfig:
+    """SemDeDup-like semantic deduplication (``dedup.semantic``); run with --stages ...,semantic."""
+
+    epsilon: float = 0.95
+    """Cosine similarity at or above which two documents of a cluster are duplicates."""
+    clusters: int = 16
+    """k of the k-means fit on the sample (documents are compared only within a cluster)."""
+    sample_size: int = 10000
+    """Documents sampled to fit the centroids (the only part held in one worker)."""
+    max_chars: int = 1000
+    """Characters of each document that are embedded."""
+    iterations: int = 20
+    """k-means iterations."""
+    seed: int = 0
+    """Seed of the k-means initialisation."""
+
+
+@dataclasses.dataclass
+class DedupConfig:
+    """All deduplication settings (``dedup`` in the pipeline config)."""
+
+    blocks: BlocksConfig = dataclasses.field(default_factory=BlocksConfig)
+    exact: ExactConfig = dataclasses.field(default_factory=ExactConfig)
+    minhash: MinHashConfig = dataclasses.field(default_factory=MinHashConfig)
+    semantic: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)

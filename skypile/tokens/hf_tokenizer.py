@@ -13,8 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from skypile import spm_model
-from skypile.tokenizer import TokenizerError
+from skypile.tokens import spm_model
+from skypile.tokens.tokenizer import TokenizerError
 
 
 def merges_from_pieces(pieces: list[tuple[str, float, int]]) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from typing import Iterator
 import fsspec
 
 from skypile.document import Reject, stable_id
-from skypile.readers import RawRecord, ReaderOptions, read_file
+from skypile.files.readers import RawRecord, ReaderOptions, read_file
 
 STAGE = "read"
 

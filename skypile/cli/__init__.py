@@ -21,7 +21,7 @@ COMMANDS = {
              "repositories / archives / Stack-style rows -> clean, deduplicated code (Beam)"),
     "tokenize": ("skypile.pipelines.tokenize:run",
                  "documents -> versioned token shards per domain, held-out sets, manifest"),
-    "shards": ("skypile.shards_cli:run",
+    "shards": ("skypile.cli.shards:run",
                "inspect / verify token shards, convert to Megatron-LM, plan a mixture"),
     "train": ("skypile.trainer.train:run",
               "train the LLaMA-style model on token shards (CPU or torchrun on GPUs)"),
@@ -29,11 +29,11 @@ COMMANDS = {
              "per-domain perplexity (Table 6), contamination test (Table 8), C-Eval/CMMLU/MMLU"),
     "export": ("skypile.trainer.export:run",
                "a training checkpoint -> Hugging Face LlamaForCausalLM folder (safetensors)"),
-    "report": ("skypile.report:run",
+    "report": ("skypile.cli.report:run",
                "one-page Markdown + PNG report over a run of the chain (counts, perplexity, mixture, curves, tables)"),
     "classifiers": ("skypile.classifiers.cli:run",
                     "train language / KenLM perplexity / quality models; writes a web config"),
-    "tokenizer": ("skypile.tokenizer_cli:run",
+    "tokenizer": ("skypile.cli.tokenizer:run",
                   "train / extend (Chinese chars + words) / export the SentencePiece BPE tokenizer"),
 }
 
@@ -89,6 +89,3 @@ def _main(argv: list[str] | None) -> None:
     logging.getLogger("skypile").setLevel(level)
     sys.exit(entry(rest))
 
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from skypile.shards import ShardSet
+from skypile.tokens.shards import ShardSet
 
 Weights = Callable[[int], dict[str, float]]
 

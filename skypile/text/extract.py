@@ -3,7 +3,7 @@
 The steps, each with its own reject reason (all prefixed ``extract:``):
 HTTP status and media type, Content-Encoding (size-capped), charset, binary sniffing,
 a nesting-depth guard, trafilatura inside a time budget, then the clean-up pass of
-``skypile.cleanup``. Title, date and URL go to ``metadata``.
+``skypile.text.cleanup``. Title, date and URL go to ``metadata``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any
 
-from skypile import http
-from skypile.cleanup import CleanupConfig, clean_text, units
+from skypile.files import payload
+from skypile.text.cleanup import CleanupConfig, clean_text, units
 from skypile.document import Document, Reject
-from skypile.readers import RawRecord
+from skypile.files.readers import RawRecord
 
 STAGE = "extract"
 
@@ -172,7 +172,7 @@ class Sandbox:
     def _start(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from skypile.extract import _child_main; _child_main()"],
+            [sys.executable, "-c", "from skypile.text.extract import _child_main; _child_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def run(self, *args) -> dict[str, Any] | None:
@@ -240,7 +240,7 @@ class Extractor:
     def __init__(self, cfg: ExtractConfig | None = None, gate_langs: tuple[str, ...] = ()):
         """``gate_langs``: the resolved language gate (empty: off; see ExtractConfig.lang_gate)."""
         self.cfg = cfg or ExtractConfig()
-        self.limits = http.Limits(max_payload_bytes=self.cfg.max_page_bytes)
+        self.limits = payload.Limits(max_payload_bytes=self.cfg.max_page_bytes)
         self._sandbox = Sandbox(self.cfg.timeout_s) if self.cfg.sandbox else None
         self.gate_langs = tuple(gate_langs)
         self._lid = None
@@ -257,7 +257,7 @@ class Extractor:
         t0 = time.perf_counter()
         try:
             doc = self._extract(rec)
-        except (ExtractError, http.PayloadError) as e:
+        except (ExtractError, payload.PayloadError) as e:
             keep_text = e.reason not in _NO_TEXT_REASONS
             return Reject(id=rec.id, url=rec.url, stage=STAGE, reason=f"{STAGE}:{e.reason}",
                           text=_preview(rec.body) if keep_text else "", source=rec.source,
@@ -268,7 +268,7 @@ class Extractor:
     def _extract(self, rec: RawRecord) -> Document:
         meta = dict(rec.metadata)
         if rec.kind == "text":
-            text = http.strip_control(rec.body if isinstance(rec.body, str)
+            text = payload.strip_control(rec.body if isinstance(rec.body, str)
                                       else rec.body.decode("utf-8", "replace"))
             if not text.strip():
                 raise ExtractError("empty-body")
@@ -276,7 +276,7 @@ class Extractor:
         body = rec.body if isinstance(rec.body, bytes) else rec.body.encode("utf-8")
         content_type = meta.pop("content_type", "")
         if rec.kind == "http":
-            resp = http.parse_response(body, self.limits)
+            resp = payload.parse_response(body, self.limits)
             meta["http_status"] = resp.status
             if resp.status not in self.cfg.allowed_status:
                 raise ExtractError("http-status", status=resp.status)
@@ -285,26 +285,26 @@ class Extractor:
             if len(body) > self.cfg.max_page_bytes:
                 raise ExtractError("too-large", bytes=len(body), cap=self.cfg.max_page_bytes)
             if "chunked" in resp.headers.get("transfer-encoding", "").lower():
-                body = http.dechunk(body)
+                body = payload.dechunk(body)
             if resp.headers.get("content-encoding"):
-                body = http.decode_content(body, resp.headers["content-encoding"], self.limits)
+                body = payload.decode_content(body, resp.headers["content-encoding"], self.limits)
         if len(body) > self.cfg.max_page_bytes:
             raise ExtractError("too-large", bytes=len(body), cap=self.cfg.max_page_bytes)
         if not body.strip():
             raise ExtractError("empty-body")
-        mtype = http.media_type(content_type) or http.media_type(meta.get("identified_type", ""))
-        binary = http.sniff_binary(body)
+        mtype = payload.media_type(content_type) or payload.media_type(meta.get("identified_type", ""))
+        binary = payload.sniff_binary(body)
         if binary:
-            raise ExtractError("binary" if mtype in http.HTML_TYPES + http.TEXT_TYPES or not mtype
+            raise ExtractError("binary" if mtype in payload.HTML_TYPES + payload.TEXT_TYPES or not mtype
                                else "non-html", content_type=mtype or binary, sniffed=binary)
-        if mtype and mtype not in http.HTML_TYPES + http.TEXT_TYPES:
+        if mtype and mtype not in payload.HTML_TYPES + payload.TEXT_TYPES:
             raise ExtractError("non-html", content_type=mtype)
-        text, charset, charset_from = http.decode_text(body, content_type)
-        text = http.strip_control(text)
+        text, charset, charset_from = payload.decode_text(body, content_type)
+        text = payload.strip_control(text)
         if text.count("\ufffd") > 0.1 * max(len(text), 1):
             raise ExtractError("undecodable", charset=charset)
         meta.update(charset=charset, charset_source=charset_from)
-        if mtype in http.TEXT_TYPES:
+        if mtype in payload.TEXT_TYPES:
             return Document(id=rec.id, text=text.strip(), url=rec.url, source=rec.source,
                             metadata=meta)
         depth = nesting_depth(text, self.cfg.max_depth)
@@ -410,4 +410,4 @@ def _preview(body: bytes | str) -> str:
     """What a reject keeps of the record: its text, capped at 1 MiB."""
     if isinstance(body, str):
         return body[:1 << 20]
-    return http.strip_control(body[:1 << 20].decode("utf-8", "replace"))
+    return payload.strip_control(body[:1 << 20].decode("utf-8", "replace"))

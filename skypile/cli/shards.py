@@ -8,7 +8,8 @@ import sys
 import yaml
 
 from skypile import config as cfglib
-from skypile import mixture, shards
+from skypile.tokens import mixture
+from skypile.tokens import shards
 
 
 def _parser() -> argparse.ArgumentParser:
