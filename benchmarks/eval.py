@@ -24,10 +24,10 @@ def random_llama(demo: Path, out: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from skypile.tokens import hf_tokenizer
-    from skypile.trainer import lm as lmlib
+    from skypile.trainer import loading
 
     run = demo / "train/stage2"
-    cfg = lmlib.run_config(run).model_config()
+    cfg = loading.run_config(run).model_config()
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_dim,
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.time()
     # the train split is cut to --train-limit samples; test and the reference set are whole
     train = out / "gsm8k-train-head.jsonl"
-    from skypile.trainer.evaluate import DATA
+    from skypile.trainer.config import data_root
 
-    with open(Path(DATA) / "gsm8k/train.jsonl", encoding="utf-8") as src, open(train, "w") as dst:
+    with open(Path(data_root()) / "gsm8k/train.jsonl", encoding="utf-8") as src, open(train, "w") as dst:
         for i, line in enumerate(src):
             if i >= args.train_limit:
                 break

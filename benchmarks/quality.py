@@ -16,6 +16,7 @@ MODELS_DIR comes from ``skypile classifiers train --data DIR --output MODELS_DIR
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,13 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from skypile.text import heuristics
-from skypile.classifiers.cli import Sources, held_out
+from skypile import config as cfglib
+from skypile.classifiers import recipe
 from skypile.classifiers.langid import LangId
-from skypile.classifiers.perplexity import PerplexityConfig, Scorer
+from skypile.classifiers.perplexity import Scorer
 from skypile.classifiers.quality import Classifier
+from skypile.jobs.web import WebConfig
+from skypile.text import heuristics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
     data, models = Path(args.data), Path(args.models)
-    cfg = yaml.safe_load((models / "web.yaml").read_text())
-    src = Sources(data)
+    cfg = cfglib.load(WebConfig, str(models / "web.yaml"))
+    rcp = recipe.load()  # the sources the models were trained on (the shipped recipe)
+    src = recipe.DataFolder(data, rcp)
+
+    def held_out_wiki(lang: str) -> list[str]:
+        """The Wikipedia paragraphs the KenLM and quality models never saw."""
+        return src.read(dataclasses.replace(rcp.source(f"wiki_{lang}"), split="held_out"))
+
     gt = {lang: [v["articleBody"] for v in json.loads(
         (data / f"extraction-{lang}/ground-truth.json").read_text(encoding="utf-8")).values()]
         for lang in ("en", "zh")}
@@ -61,15 +68,13 @@ def main(argv=None) -> int:
         print(f"{name:<30} {sum(p == want for p in preds) / len(preds):.3f} "
               f"({len(texts)} docs, {rate:.0f} docs/s)")
 
-    scorer = Scorer(PerplexityConfig(**cfg["perplexity"]))
-    ccnet_zh = [json.loads(line)["raw_content"] for line in
-                open(data / "web-quality/ccnet_zh_2021-43_cleared1.jsonl", encoding="utf-8")]
+    scorer = Scorer(cfg.perplexity)
     sets = {
-        "en": [("Wikipedia (held out)", [t for t in src.wiki("en") if held_out(t)]),
-               ("news (extraction-en)", gt["en"])],
-        "zh": [("Wikipedia (held out)", [t for t in src.wiki("zh") if held_out(t)]),
+        "en": [("Wikipedia (held out)", held_out_wiki("en")), ("news (extraction-en)", gt["en"])],
+        "zh": [("Wikipedia (held out)", held_out_wiki("zh")),
                ("news (extraction-zh)", gt["zh"]), ("Skywork domains", skywork),
-               ("CC spam pages", src.spam_pages()), ("CCNet SEO/casino records", ccnet_zh)],
+               ("CC spam pages", src.texts(["spam_pages_zh"])),
+               ("CCNet SEO/casino records", src.texts(["ccnet_zh"]))],
     }
     print("\n## median perplexity (our KenLM, trained on the rest of the Wikipedia text)")
     speed = {}
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
     print(f"\n## quality classifier, held-out split: precision {q['precision']:.3f}, "
           f"recall {q['recall']:.3f} ({q['held_out']} examples, trained on {q['train']})")
 
-    clf = Classifier(cfg["quality"]["model"])
+    clf = Classifier(cfg.quality.model)
     sample = gt["en"] + gt["zh"] + skywork[:300]
     t0 = time.perf_counter()
     for t in sample:

@@ -11,9 +11,7 @@ percentile cutoffs in CCNet's ``cutoff.csv`` format (rows 0-100, one column per 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import math
 import os
 import re
 import shutil
@@ -22,7 +20,9 @@ import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Iterable
+
 from skypile.jobs.scoring import PerplexityConfig  # noqa: F401  (the stage's config)
+from skypile.text.cutoffs import read_cutoffs
 
 # ---- CCNet's normalisation -----------------------------------------------------------
 
@@ -174,34 +174,3 @@ class Scorer:
 
     def __setstate__(self, state):
         self.__init__(state["cfg"])
-
-
-# ---- cutoffs (CCNet's cutoff.csv) -------------------------------------------------------------
-
-def read_cutoffs(path: str) -> dict[str, list[float]]:
-    """{lang: [perplexity at percentile 0, 1, ..., 100]} from CCNet's cutoff.csv."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    header = rows[0][1:]
-    table = {lang: [0.0] * 101 for lang in header}
-    for row in rows[1:]:
-        pct = int(row[0])
-        for lang, value in zip(header, row[1:]):
-            table[lang][pct] = float(value)
-    return table
-
-
-def percentiles(values: list[float]) -> list[float]:
-    """The 0th..100th percentiles (nearest rank)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    return [ordered[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] for p in range(101)]
-
-
-def write_cutoffs(path: str, table: dict[str, list[float]]) -> None:
-    langs = sorted(table)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow([""] + langs)
-        for p in range(101):
-            w.writerow([p] + [round(table[lang][p], 1) for lang in langs])

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 from skypile.jobs.scoring import QualityConfig  # noqa: F401  (the stage's config)
+from skypile.text.chars import HAN_CHARS
 
-_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+_CJK = re.compile(f"([{HAN_CHARS}])")
 _SPACE = re.compile(r"\s+")
 POSITIVE, NEGATIVE = "__label__wiki", "__label__web"
 

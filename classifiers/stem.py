@@ -10,7 +10,6 @@ SkyPile-Main (the default label rules map corpus=stem to the ``stem`` domain).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
 

@@ -13,46 +13,18 @@ share of kept bytes).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
-import time
 
 import apache_beam as beam
 
-from skypile.text import code_filters as codelib
 from skypile import config as cfglib
 from skypile.files import output
-from skypile.text.dedup import MinHashConfig
-from skypile.document import Document, Reject
 from skypile.files.readers import file_reject
-from skypile.pipelines.common import (REJECTS, STATS, StageFn, WriteJsonl, WriteStats,
-                                      run_pipeline, staged)
-from skypile.pipelines.dedup import ExactConfig, ExactDedup, MinHashDedup
-from skypile.pipelines.web import report, split_overrides
-
-STAGES = ("code", "exact", "minhash")
-STATS_ORDER = ("read", *STAGES)
-
-
-@dataclasses.dataclass
-class CodeDedupConfig:
-    """Deduplication of code files (``dedup``)."""
-
-    exact: ExactConfig = dataclasses.field(default_factory=lambda: ExactConfig(by_url=False))
-    minhash: MinHashConfig = dataclasses.field(default_factory=lambda: MinHashConfig(threshold=0.7))
-
-
-@dataclasses.dataclass
-class CodeConfig:
-    """Everything ``skypile code`` can be told (--config FILE, --section.key=value)."""
-
-    stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
-    """Stages to run: code, exact, minhash."""
-    read: codelib.CodeReadOptions = dataclasses.field(default_factory=codelib.CodeReadOptions)
-    filter: codelib.CodeFilterConfig = dataclasses.field(default_factory=codelib.CodeFilterConfig)
-    dedup: CodeDedupConfig = dataclasses.field(default_factory=CodeDedupConfig)
-    storage_options: dict = dataclasses.field(default_factory=dict)
-    """fsspec options for remote inputs and outputs."""
+from skypile.document import Reject
+from skypile.jobs.code import STATS_ORDER, CodeConfig, CodeFilter, check, extension
+from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, StageFn, as_document, chain,
+                                      run_command, with_rejects, write_outputs)
+from skypile.pipelines.dedup import ExactDedup, MinHashDedup
+from skypile.text import code_filters as codelib
 
 
 class ReadCode(StageFn):
@@ -74,25 +46,6 @@ class ReadCode(StageFn):
         self._tally.note("files", "read")
 
 
-class FilterCode(StageFn):
-    def __init__(self, cfg: codelib.CodeFilterConfig):
-        self.cfg = cfg
-
-    def process(self, rec):
-        meta = dict(rec.metadata)
-        reason = codelib.check(meta, rec.body, self.cfg)
-        ext = meta["path"].rsplit(".", 1)[-1].lower() if "." in meta["path"] else ""
-        yield beam.pvalue.TaggedOutput("formats", (ext, (1, 0 if reason else 1,
-                                                         0 if reason else len(rec.body))))
-        if reason:
-            yield self.drop(Reject(id=rec.id, url=rec.url, stage="code", reason=reason,
-                                   text=rec.body, source=rec.source,
-                                   detail={k: meta[k] for k in ("repo", "path", "language")}))
-            return
-        self.keep("code")
-        yield Document(id=rec.id, text=rec.body, url=rec.url, source=rec.source, metadata=meta)
-
-
 def _sum3(values):
     values = list(values)
     return tuple(sum(v[i] for v in values) for i in range(3))
@@ -106,38 +59,49 @@ def _format_report(rows, rates: dict, staging: str, so: dict):
     output.write_json(output.join(staging, "reports", "formats.json"), report, so)
 
 
-def build(p, files: list[str], cfg: CodeConfig, staging: str) -> None:
-    so = cfg.storage_options
-    read = (p | "Inputs" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadCode(cfg.read, so)).with_outputs(REJECTS, STATS, main="records"))
-    rejects, counts = [read[REJECTS]], [read[STATS]]
-    filtered = read.records | "Code" >> beam.ParDo(FilterCode(cfg.filter)).with_outputs(
-        REJECTS, STATS, "formats", main="docs")
-    if "code" in cfg.stages:
-        docs = filtered.docs
-        rejects.append(filtered[REJECTS])
-        counts.append(filtered[STATS])
-        (filtered["formats"] | "SumFormats" >> beam.CombinePerKey(_sum3)
+class FilterCode(beam.PTransform):
+    """The ``code`` stage (file heuristics, data formats sampled), and
+    ``reports/formats.json``: per extension, files seen and kept, and bytes kept."""
+
+    def __init__(self, cfg: codelib.CodeFilterConfig, staging: str, storage_options: dict):
+        super().__init__()
+        self.cfg, self.staging, self.so = cfg, staging, storage_options
+
+    def expand(self, records):
+        out = records | "Filter" >> with_rejects(ApplyStage(CodeFilter, self.cfg, stage="code"))
+        kept = out.docs | "KeptFormats" >> beam.Map(
+            lambda d: (extension(d.metadata["path"]), (1, 1, len(d.text))))
+        dropped = out[REJECTS] | "DroppedFormats" >> beam.Map(
+            lambda r: (extension(r.detail["path"]), (1, 0, 0)))
+        ((kept, dropped) | "Formats" >> beam.Flatten()
+         | "SumFormats" >> beam.CombinePerKey(_sum3)
          | "AllFormats" >> beam.combiners.ToList()
-         | "FormatReport" >> beam.Map(_format_report, cfg.filter.format_rates, staging, so))
+         | "FormatReport" >> beam.Map(_format_report, self.cfg.format_rates, self.staging,
+                                      self.so))
+        return {"docs": out.docs, "rejects": out[REJECTS], "stats": out[STATS]}
+
+
+def _stages(cfg: CodeConfig, staging: str):
+    so = cfg.storage_options
+    yield "Read", with_rejects(ReadCode(cfg.read, so))
+    if "code" in cfg.stages:
+        yield "Code", FilterCode(cfg.filter, staging, so)
     else:
-        docs = read.records | "AsDocuments" >> beam.Map(
-            lambda r: Document(id=r.id, text=r.body, url=r.url, source=r.source,
-                               metadata=dict(r.metadata)))
-    for name, transform in (("exact", lambda: ExactDedup(cfg.dedup.exact)),
-                            ("minhash", lambda: MinHashDedup(cfg.dedup.minhash))):
-        if name in cfg.stages:
-            out = docs | name.capitalize() >> transform()
-            docs = out["docs"]
-            rejects.append(out["rejects"])
-            counts.append(out["stats"])
-    docs | "WriteDocs" >> WriteJsonl(staging, "docs", so)
-    (rejects | "AllRejects" >> beam.Flatten()) | "WriteRejects" >> WriteJsonl(staging, "rejects", so)
-    ((counts | "AllCounts" >> beam.Flatten())
-     | "WriteStats" >> WriteStats(staging, STATS_ORDER, {"inputs": files}, so))
+        yield "AsDocuments", beam.Map(as_document)
+    if "exact" in cfg.stages:
+        yield "Exact", ExactDedup(cfg.dedup.exact)
+    if "minhash" in cfg.stages:
+        yield "Minhash", MinHashDedup(cfg.dedup.minhash)
 
 
-def run(argv: list[str] | None = None) -> int:
+def build(p, files: list[str], cfg: CodeConfig, staging: str) -> None:
+    names = p | "Inputs" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
+    out = chain(names, _stages(cfg, staging))
+    write_outputs(staging, out.docs, out.rejects, out.counts, STATS_ORDER, {"inputs": files},
+                  cfg.storage_options)
+
+
+def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="skypile code",
         description="Source code to clean, deduplicated documents: folders, tar/zip archives "
@@ -152,26 +116,24 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default=None, metavar="LIST",
                     help="comma-separated, of: code, exact, minhash (default all)")
     ap.add_argument("--config", default=None, metavar="FILE")
-    args, rest = ap.parse_known_args(argv)
-    try:
-        overrides, beam_args = split_overrides(rest)
-        cfg = cfglib.load(CodeConfig, args.config, overrides)
-        if args.stages is not None:
-            cfg.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        unknown = [s for s in cfg.stages if s not in STAGES]
-        if unknown:
-            raise cfglib.ConfigError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
-        files = output.expand_inputs(args.input, cfg.storage_options, keep_folders=True)
-    except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"skypile code: error: {e}", file=sys.stderr)
-        return 2
-    so = cfg.storage_options
-    t0 = time.monotonic()
-    with staged(args.output, so) as staging:
-        run_pipeline(beam_args, lambda p: build(p, files, cfg, staging))
-        result = output.read_json(output.join(staging, "stats.json"), so)
-        output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg), so)
-        output.commit(staging, args.output, so)
-    return report(result, args.output, time.monotonic() - t0, "skypile code", STATS_ORDER)
+    return ap
 
 
+def resolve(args: argparse.Namespace, overrides: list[str]) -> CodeConfig:
+    """The config from --config, the overrides and --stages, checked."""
+    cfg = cfglib.load(CodeConfig, args.config, overrides)
+    if args.stages is not None:
+        cfg.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    check(cfg)
+    return cfg
+
+
+def _inputs(args: argparse.Namespace, cfg: CodeConfig) -> list[str]:
+    # a folder named on its own is one repository, read whole by ReadCode
+    return output.expand_inputs(args.input, cfg.storage_options, keep_folders=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    return run_command(argv, CodeConfig,
+                       lambda p, _args, files, cfg, staging: build(p, files, cfg, staging),
+                       parser=make_parser(), order=STATS_ORDER, resolve=resolve, inputs=_inputs)

@@ -1,17 +1,24 @@
-"""Beam plumbing shared by every pipeline: runner choice, the output contract, stats.
+"""Beam plumbing shared by every pipeline: runner choice, the output contract, stats, and
+the one skeleton the commands share.
 
-The DoFns here are thin: the work happens in ``skypile`` functions they wrap.
+The DoFns here are thin: the work happens in ``skypile`` functions they wrap. A core
+stage is a callable from a record to what it keeps or a :class:`Reject`;
+:class:`ApplyStage` runs one (built once per worker), :func:`chain` runs a list of stages
+and gathers their rejects and counts, and :func:`run_command` is what ``skypile web``,
+``dedup``, ``code`` and ``tokenize`` each do around their pipeline.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gzip
 import logging
 import posixpath
+import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -21,9 +28,13 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from skypile import config as cfglib
 from skypile import stats
+from skypile.config import split_overrides
+from skypile.document import Document, Reject
 from skypile.files import output
-from skypile.document import Reject
+from skypile.files.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile,
+                                   file_reject, read_file)
 
 LOG = logging.getLogger("skypile")
 NAMESPACE = "skypile"
@@ -98,6 +109,89 @@ class StageFn(beam.DoFn):
     def finish_bundle(self):
         for item in self._tally.items():
             yield pvalue.TaggedOutput(STATS, in_global_window(item))
+
+
+class ApplyStage(StageFn):
+    """Runs one core stage: an element in; what the stage keeps (main) or its Reject out.
+
+    ``make(*args)`` builds the stage once per worker, in setup(): only the factory and its
+    small config are pickled, never a model or a process. The stage is called as
+    ``stage(element, *side_inputs)`` and returns a Reject to drop, anything else to keep
+    (datatrove's keep-or-reason filters). With ``stage`` named, each element is counted
+    as ``<stage>/in``, ``/kept``, ``/dropped:<reason>``; scorers, which never drop, pass
+    none and are not counted. A stage with a ``close()`` is closed in teardown().
+    """
+
+    def __init__(self, make: Callable[..., Callable], *args: Any, stage: str | None = None,
+                 progress: bool = False):
+        self.make, self.args, self.stage, self.progress = make, args, stage, progress
+
+    def setup(self):
+        self._stage = self.make(*self.args)
+        self._progress = Progress(self.stage or "stage") if self.progress else None
+
+    def process(self, element, *side):
+        result = self._stage(element, *side)
+        if self._progress is not None:
+            self._progress.tick()
+        if isinstance(result, Reject):
+            yield self.drop(result)
+            return
+        if self.stage:
+            self.keep(self.stage)
+        yield result
+
+    def teardown(self):
+        close = getattr(getattr(self, "_stage", None), "close", None)
+        if close is not None:
+            close()
+
+
+def with_rejects(fn: StageFn, *side: Any) -> beam.PTransform:
+    """``fn`` as a ParDo with the outputs every stage has: ``docs`` (main), rejects, stats."""
+    return beam.ParDo(fn, *side).with_outputs(REJECTS, STATS, main="docs")
+
+
+class Chained(NamedTuple):
+    """What :func:`chain` returns: the survivors, and what every stage dropped and counted."""
+
+    docs: Any
+    rejects: list
+    counts: list
+    extra: dict
+    """Any further named output of a stage (the quality stages' ``other``)."""
+
+
+def chain(docs, stages) -> Chained:
+    """Applies ``stages``, (label, transform) pairs, one after the other to ``docs``.
+
+    A transform gives either the three stage outputs (a dict or a :func:`with_rejects`
+    ParDo: ``docs``, ``rejects``, ``stats``) or one PCollection (a step that drops
+    nothing, such as AsDocuments).
+    """
+    rejects, counts, extra = [], [], {}
+    for label, step in stages:
+        out = docs | label >> step
+        if isinstance(out, beam.PCollection):
+            docs = out
+            continue
+        docs = out["docs"]
+        rejects.append(out[REJECTS])
+        counts.append(out[STATS])
+        if isinstance(out, dict):
+            extra.update({k: v for k, v in out.items() if k not in ("docs", REJECTS, STATS)})
+    return Chained(docs, rejects, counts, extra)
+
+
+def write_outputs(staging: str, docs, rejects: list, counts: list, order: tuple[str, ...],
+                  extra_stats: dict, storage_options: dict) -> None:
+    """The output contract under ``staging``: docs (unless None), rejects and stats.json."""
+    so = storage_options
+    if docs is not None:
+        docs | "WriteDocs" >> WriteJsonl(staging, "docs", so)
+    (rejects | "AllRejects" >> beam.Flatten()) | "WriteRejects" >> WriteJsonl(staging, "rejects", so)
+    ((counts | "AllCounts" >> beam.Flatten())
+     | "WriteStats" >> WriteStats(staging, order, extra_stats, so))
 
 
 class _WriteBundleFiles(beam.DoFn):
@@ -203,3 +297,126 @@ class Progress:
         if now - self.last >= self.every:
             self.last = now
             LOG.info("%s: %d done, %.1f/s", self.what, self.n, self.n / (now - self.t0))
+
+
+# ---- reading, shared by every pipeline --------------------------------------------------
+
+class ReadFile(StageFn):
+    """A file path in; its document records out, rejects and skipped records counted."""
+
+    def __init__(self, opts: ReaderOptions, storage_options: dict, url_stage: bool = False):
+        self.opts, self.storage_options, self.url_stage = opts, storage_options, url_stage
+
+    def process(self, path: str, url_losers: dict | None = None):
+        t0 = time.monotonic()
+        rs = ReadStats()
+        kept = dropped = 0
+        try:
+            for item in read_file(path, self.opts, rs, self.storage_options):
+                if isinstance(item, Reject):
+                    dropped += 1
+                    yield self.drop(item)
+                else:
+                    kept += 1
+                    self.keep("read")
+                    if not self.url_stage:
+                        yield item
+                    elif (verdict := url_losers.get(item.id)) is None:
+                        self.keep("url")
+                        yield item
+                    else:
+                        yield self.drop(Reject.of(item, "url", verdict[1], text="",
+                                                  **verdict[2]))
+        except UnreadableFile as e:
+            LOG.warning("cannot read %s", e)
+            dropped += 1
+            yield self.drop(file_reject(path, "unreadable-file", error=str(e)))
+        for kind, n in rs.skipped.items():
+            self._tally.skipped("read", kind, n)
+        readable = kept + sum(rs.skipped.values()) + rs.records > 0
+        self._tally.note("files", "read" if readable else "unreadable")
+        Metrics.counter(NAMESPACE, "files/read" if readable else "files/unreadable").inc()
+        LOG.info("read %s: %d records, %d rejected, %d skipped (%.1fs)", path, kept, dropped,
+                 sum(rs.skipped.values()), time.monotonic() - t0)
+
+
+def as_document(rec: RawRecord) -> Document:
+    """A text record (JSONL, Parquet, WET) as a document, when no extraction runs."""
+    return Document(id=rec.id, text=rec.body, url=rec.url, source=rec.source,
+                    metadata=dict(rec.metadata))
+
+
+# ---- the end of a run -------------------------------------------------------------------
+
+def report(result: dict, out: str, seconds: float, prog: str, order: tuple[str, ...]) -> int:
+    """Print the per-stage summary; the exit code says whether the run may be trusted."""
+    stages, files = result["stages"], result["files"]
+    print(f"{prog}: {seconds:.1f}s, {files['read']} files read, "
+          f"{files['unreadable']} unreadable, output in {out}")
+    for name, s in stages.items():
+        drops = ", ".join(f"{r}={n}" for r, n in sorted(s.get("dropped", {}).items(),
+                                                         key=lambda kv: -kv[1]))
+        print(f"  {name:<10} in={s['in']:<7} kept={s['kept']:<7} dropped={sum(s['dropped'].values())}"
+              + (f" ({drops})" if drops else ""))
+    if files["read"] == 0:
+        print(f"{prog}: error: none of the {files['unreadable']} input files could "
+              f"be read; see {out}/rejects", file=sys.stderr)
+        return 1
+    broken = stats.check_balanced(stages) + stats.check_chain(stages, order)
+    if broken:  # a record went missing between stages: never let that pass quietly
+        print(f"{prog}: error: record counts do not add up ({'; '.join(broken)})",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+# ---- the command skeleton ---------------------------------------------------------------
+
+def _load_config(config_cls: type) -> Callable[[argparse.Namespace, list[str]], Any]:
+    return lambda args, overrides: cfglib.load(config_cls, args.config, overrides)
+
+
+def _expand_inputs(args: argparse.Namespace, cfg: Any) -> list[str]:
+    return output.expand_inputs(args.input, cfg.storage_options)
+
+
+def publish_run(staging: str, args: argparse.Namespace, cfg: Any) -> dict:
+    """Reads back stats.json, saves the resolved config.json, then commits the staging."""
+    so = cfg.storage_options
+    result = output.read_json(output.join(staging, "stats.json"), so)
+    output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg), so)
+    output.commit(staging, args.output, so)
+    return result
+
+
+def run_command(argv: list[str] | None, config_cls: type, build: Callable, *,
+                parser: argparse.ArgumentParser, order: tuple[str, ...] = (),
+                resolve: Callable | None = None, inputs: Callable | None = None,
+                publish: Callable = publish_run, summary: Callable | None = None) -> int:
+    """What every pipeline command does around its pipeline; returns the exit code.
+
+    Our flags (``parser``) and ``--section.key=value`` overrides are split from Beam's;
+    ``resolve(args, overrides)`` gives the checked config (default: --config, then the
+    overrides) and ``inputs(args, cfg)`` the input files (default: --input expanded). A
+    ConfigError, FileNotFoundError or ValueError there is one line on stderr and exit 2.
+    Then ``build(p, args, files, cfg, staging)`` adds the pipeline, which runs into a
+    fresh staging folder; ``publish(staging, args, cfg)`` commits it (default: stats.json,
+    config.json, everything) and ``summary(result, args, seconds)`` prints the outcome
+    (default: :func:`report` over ``order``).
+    """
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides, beam_args = split_overrides(rest, config_cls)
+        cfg = (resolve or _load_config(config_cls))(args, overrides)
+        files = (inputs or _expand_inputs)(args, cfg)
+    except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    with staged(args.output, cfg.storage_options) as staging:
+        run_pipeline(beam_args, lambda p: build(p, args, files, cfg, staging))
+        result = publish(staging, args, cfg)
+    seconds = time.monotonic() - t0
+    if summary is not None:
+        return summary(result, args, seconds)
+    return report(result, args.output, seconds, parser.prog, order)

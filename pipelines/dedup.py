@@ -12,7 +12,6 @@ on any JSONL / Parquet document set.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import apache_beam as beam
@@ -20,11 +19,12 @@ import numpy as np
 from apache_beam import pvalue
 
 from skypile.files import output
-from skypile.text.dedup import (BlocksConfig, DedupConfig, ExactConfig, MinHashConfig,  # noqa: F401
-                                MinHasher, SemanticConfig, block_hash, content_hash,
-                                cut_blocks, keep_key, similarity, url_key)
+from skypile.text.dedup import (BlocksConfig, CutBlocks, ExactConfig, MinHashConfig, MinHasher,
+                                SemanticConfig, block_hash, content_hash, keep_key, similarity,
+                                url_key)
 from skypile.document import Document, Reject
-from skypile.pipelines.common import REJECTS, STATS, StageFn
+from skypile.text.semantic import cluster_pairs, kmeans
+from skypile.pipelines.common import REJECTS, STATS, ApplyStage, StageFn, with_rejects
 
 # ---- shared: join decisions back to documents --------------------------------------------
 
@@ -41,15 +41,12 @@ class _Decide(StageFn):
         for extra in docs[1:]:
             # ids should be unique; when an input repeats one, the copies cannot be told
             # apart by any verdict: the first takes it, the others are rejected, not lost
-            yield self.drop(Reject(id=extra.id, url=extra.url, stage=self.stage,
-                                   reason=f"{self.stage}:duplicate-id", text=extra.text,
-                                   source=extra.source, detail={"kept_id": extra.id}))
+            yield self.drop(Reject.of(extra, self.stage, "duplicate-id", kept_id=extra.id))
         for doc in docs[:1]:
             drop = next((v for v in verdicts if v[0] == "drop"), None)
             if drop:
                 _, reason, info = drop
-                yield self.drop(Reject(id=doc.id, url=doc.url, stage=self.stage, reason=reason,
-                                       text=doc.text, source=doc.source, detail=info))
+                yield self.drop(Reject.of(doc, self.stage, reason, **info))
                 continue
             for _, key, value in verdicts:
                 doc.metadata[key] = value
@@ -62,8 +59,7 @@ def join_verdicts(docs, verdicts, stage: str, label: str):
     keyed = docs | f"{label}KeyDocs" >> beam.Map(lambda d: (d.id, d))
     return ({"doc": keyed, "verdict": verdicts}
             | f"{label}Join" >> beam.CoGroupByKey()
-            | f"{label}Decide" >> beam.ParDo(_Decide(stage)).with_outputs(REJECTS, STATS,
-                                                                        main="docs"))
+            | f"{label}Decide" >> with_rejects(_Decide(stage)))
 
 
 def _as_stage_output(result) -> dict:
@@ -87,26 +83,6 @@ class _CountBlock(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
-
-
-class _CutBlocks(StageFn):
-    def __init__(self, cfg: BlocksConfig):
-        self.cfg = cfg
-
-    def process(self, doc: Document, frequent: dict):
-        text, removed = cut_blocks(doc.text, frequent, self.cfg)
-        share = min(removed / max(len(doc.text), 1), 1.0)  # separators count too
-        if removed and (share > self.cfg.max_removed_fraction or not text.strip()):
-            yield self.drop(Reject(id=doc.id, url=doc.url, stage="blocks",
-                                   reason="blocks:mostly-boilerplate", text=doc.text,
-                                   source=doc.source,
-                                   detail={"removed_fraction": round(share, 3)}))
-            return
-        if removed:
-            doc.metadata["blocks_removed_chars"] = removed
-            doc.text = text
-        self.keep("blocks")
-        yield doc
 
 
 def _distinct_blocks(doc: Document, cfg: BlocksConfig):
@@ -134,8 +110,8 @@ class RecurringBlocks(beam.PTransform):
         (frequent
          | "Top" >> beam.combiners.Top.Of(cfg.report_top, key=lambda kv: kv[1][0])
          | "Report" >> beam.Map(self._report))
-        result = docs | "Cut" >> beam.ParDo(_CutBlocks(cfg), pvalue.AsDict(frequent)).with_outputs(
-            REJECTS, STATS, main="docs")
+        result = docs | "Cut" >> with_rejects(ApplyStage(CutBlocks, cfg, stage="blocks"),
+                                              pvalue.AsDict(frequent))
         return _as_stage_output(result)
 
     def _report(self, top):
@@ -391,38 +367,13 @@ class _Embed(beam.DoFn):
         yield doc.id, vec / max(float(np.linalg.norm(vec)), 1e-9)
 
 
-def kmeans(vectors: list[np.ndarray], k: int, iterations: int, seed: int) -> np.ndarray:
-    """Spherical k-means on unit vectors; returns (k, d) unit centroids."""
-    x = np.stack(vectors)
-    k = max(1, min(k, len(x)))
-    rng = np.random.default_rng(seed)
-    centroids = x[rng.choice(len(x), size=k, replace=False)]
-    for _ in range(iterations):
-        assign = np.argmax(x @ centroids.T, axis=1)
-        for c in range(k):
-            members = x[assign == c]
-            if len(members):
-                mean = members.sum(0)
-                centroids[c] = mean / max(float(np.linalg.norm(mean)), 1e-9)
-    return centroids
-
-
 def _pairs_in_cluster(group, epsilon: float):
-    """Duplicate pairs (cos >= epsilon) within one cluster, and its density figures."""
+    """Edges (tagged ``edges``) and the density row of one cluster's duplicate pairs."""
     cluster, items = group
-    items = sorted(items)
-    ids = [i for i, _ in items]
-    x = np.stack([v for _, v in items])
-    sims = x @ x.T
-    iu = np.triu_indices(len(ids), k=1)
-    pair_sims = sims[iu]
-    dup = pair_sims >= epsilon
-    for a, b in zip(iu[0][dup], iu[1][dup]):
-        yield pvalue.TaggedOutput("edges", (ids[a], ids[b]))
-    yield {"cluster": int(cluster), "size": len(ids),
-           "mean_similarity": round(float(pair_sims.mean()), 4) if len(pair_sims) else 1.0,
-           "duplicate_pairs": int(dup.sum()),
-           "docs_in_duplicate_pairs": len({ids[a] for a in iu[0][dup]} | {ids[b] for b in iu[1][dup]})}
+    edges, density = cluster_pairs(cluster, items, epsilon)
+    for edge in edges:
+        yield pvalue.TaggedOutput("edges", edge)
+    yield density
 
 
 class SemanticDedup(beam.PTransform):

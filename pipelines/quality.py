@@ -11,88 +11,16 @@ to OUTPUT/other), ``heuristic`` (heuristic:<name>), ``perplexity`` (perplexity:t
 
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
 from apache_beam import pvalue
 
-from skypile.text import heuristics
-from skypile.classifiers.langid import LangId, LangIdConfig
-from skypile.classifiers.perplexity import PerplexityConfig, Scorer
-from skypile.classifiers.quality import Classifier, QualityConfig
-from skypile.classifiers.stem import StemConfig, Tagger
+from skypile.classifiers.stages import LangIdStage, PerplexityStage, QualityStage, StemStage
 from skypile.document import Document, Reject
-from skypile.text.thresholds import CHECKS, FilterConfig, decide
-from skypile.pipelines.common import REJECTS, STATS, StageFn
+from skypile.jobs.scoring import LangIdConfig, PerplexityConfig, QualityConfig, StemConfig
+from skypile.pipelines.common import REJECTS, STATS, ApplyStage, StageFn
+from skypile.text.thresholds import FilterConfig, decide
 
 OTHER = "other"
-
-
-class LangIdFn(beam.DoFn):
-    def __init__(self, cfg: LangIdConfig):
-        self.cfg = cfg
-
-    def setup(self):
-        self._lid = LangId(self.cfg)
-
-    def process(self, doc: Document):
-        r = self._lid.predict(doc.text)
-        doc.metadata.update(lang=r.lang, lang_score=r.score)
-        if r.shares:
-            doc.metadata["lang_shares"] = r.shares
-        if self.cfg.t2s and r.lang == "zh":
-            simplified = self._lid.to_simplified(doc.text)
-            if simplified != doc.text:
-                doc.text = simplified
-                doc.metadata["opencc"] = "t2s"
-        yield doc
-
-
-class PerplexityFn(beam.DoFn):
-    def __init__(self, cfg: PerplexityConfig):
-        self.cfg = cfg
-
-    def setup(self):
-        self._scorer = Scorer(self.cfg)
-
-    def process(self, doc: Document):
-        lang = doc.metadata.get("lang", "")
-        ppl = self._scorer.perplexity(doc.text, lang)
-        if ppl is not None:
-            doc.metadata["perplexity"] = ppl
-            bucket = self._scorer.bucket(ppl, lang)
-            if bucket:
-                doc.metadata["bucket"] = bucket
-        yield doc
-
-
-class QualityFn(beam.DoFn):
-    def __init__(self, cfg: QualityConfig):
-        self.cfg = cfg
-
-    def setup(self):
-        self._clf = Classifier(self.cfg.model) if self.cfg.model else None
-
-    def process(self, doc: Document):
-        if self._clf is not None:
-            doc.metadata["quality_score"] = self._clf.score(doc.text)
-        doc.metadata["heuristics"] = heuristics.score(doc.text, doc.metadata.get("lang", ""))
-        yield doc
-
-
-class StemFn(beam.DoFn):
-    """Tags metadata.corpus as stem or main (SkyPile-STEM / SkyPile-Main); never drops."""
-
-    def __init__(self, cfg: StemConfig):
-        self.cfg = cfg
-
-    def setup(self):
-        self._tagger = Tagger(self.cfg)
-
-    def process(self, doc: Document):
-        score, corpus = self._tagger.tag(doc.text)
-        doc.metadata.update(stem_score=score, corpus=corpus)
-        yield doc
 
 
 class FilterFn(StageFn):
@@ -116,8 +44,7 @@ class FilterFn(StageFn):
             return
         detail.update({k: doc.metadata[k] for k in ("lang", "lang_score", "perplexity", "bucket",
                                                      "quality_score") if k in doc.metadata})
-        yield self.drop(Reject(id=doc.id, url=doc.url, stage=check, reason=reason, text=doc.text,
-                               source=doc.source, detail=detail))
+        yield self.drop(Reject.of(doc, check, reason, **detail))
 
 
 class QualityStages(beam.PTransform):
@@ -132,15 +59,15 @@ class QualityStages(beam.PTransform):
     def expand(self, docs):
         checks = []
         if "langid" in self.stages:
-            docs = docs | "LangId" >> beam.ParDo(LangIdFn(self.langid))
+            docs = docs | "LangId" >> beam.ParDo(ApplyStage(LangIdStage, self.langid))
             checks.append("lang")
         if "quality" in self.stages:
             checks.append("heuristic")
         if "perplexity" in self.stages:
-            docs = docs | "Perplexity" >> beam.ParDo(PerplexityFn(self.perplexity))
+            docs = docs | "Perplexity" >> beam.ParDo(ApplyStage(PerplexityStage, self.perplexity))
             checks.append("perplexity")
         if "quality" in self.stages:
-            docs = docs | "Quality" >> beam.ParDo(QualityFn(self.quality))
+            docs = docs | "Quality" >> beam.ParDo(ApplyStage(QualityStage, self.quality))
             checks.append("quality")
         if checks:
             out = docs | "Filter" >> beam.ParDo(FilterFn(self.filt, tuple(checks))).with_outputs(
@@ -151,5 +78,5 @@ class QualityStages(beam.PTransform):
             rejects, stats, other = (docs.pipeline | f"No{name}" >> beam.Create([])
                                      for name in ("Rejects", "Stats", "Other"))
         if "stem" in self.stages:
-            kept = kept | "Stem" >> beam.ParDo(StemFn(self.stem))
+            kept = kept | "Stem" >> beam.ParDo(ApplyStage(StemStage, self.stem))
         return {"docs": kept, "rejects": rejects, "stats": stats, OTHER: other}

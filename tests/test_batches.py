@@ -25,7 +25,7 @@ def shard_set(data_dir, tmp_path_factory):
         for i, line in enumerate(open(data_dir / "skywork-eval/zh_finance.jsonl", encoding="utf-8")):
             f.write(json.dumps({"id": f"z{i}", "text": json.loads(line)["text"],
                                 "metadata": {"lang": "zh"}}, ensure_ascii=False) + "\n")
-    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TrainConfig(vocab_size=4000))
+    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TokenizerTrainConfig(vocab_size=4000))
     assert run(["--input", str(d / "docs.jsonl"), "--tokenizer", str(model),
                 "--output", str(d / "shards"), "--shards.target_tokens=100000"]) == 0
     return ShardSet(str(d / "shards"))

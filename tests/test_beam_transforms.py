@@ -5,8 +5,10 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from skypile.text.extract import ExtractConfig
-from skypile.pipelines.common import REJECTS, STATS, WriteStats, local_runner
-from skypile.pipelines.web import Extract, ReadFile
+from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, ReadFile, WriteStats, chain,
+                                      local_runner, with_rejects)
+from skypile.pipelines.web import make_extractor
+from skypile.document import Origin, Reject
 from skypile.files.readers import RawRecord, ReaderOptions
 from warcgen import ARTICLE, gz, http_response, record
 
@@ -48,8 +50,8 @@ def test_extract_fn_routes_documents_and_rejects():
             RawRecord("c", "http://x/c", "t", "text", "plain text document")]
     with pipeline() as p:
         out = (p | beam.Create(recs)
-               | beam.ParDo(Extract(ExtractConfig(sandbox=False))).with_outputs(
-                   REJECTS, STATS, main="docs"))
+               | with_rejects(ApplyStage(make_extractor, ExtractConfig(sandbox=False),
+                                          stage="extract")))
         assert_that(out.docs | beam.Map(lambda d: d.id), equal_to(["a", "c"]), label="docs")
         assert_that(out[REJECTS] | beam.Map(lambda r: (r.id, r.stage, r.reason)),
                     equal_to([("b", "extract", "extract:http-status")]), label="rejects")
@@ -65,3 +67,47 @@ def test_write_stats_sums_and_balances(tmp_path):
             "stages": {"extract": {"in": 3, "kept": 2, "dropped": {"extract:binary": 1}}},
             "files": {"read": 1, "unreadable": 0}, "inputs": []}]))
     assert (tmp_path / "stats.json").exists()
+
+
+def test_code_filter_keeps_a_document_or_rejects_with_the_reason():
+    from skypile.jobs.code import CodeFilter
+    from skypile.text.code_filters import CodeFilterConfig
+
+    meta = {"repo": "r", "path": "src/app.py", "language": "Python", "license": "mit"}
+    src = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
+    kept = CodeFilter(CodeFilterConfig())(RawRecord("a", "", "t", "text", src, dict(meta)))
+    assert kept.text == src and kept.metadata["path"] == "src/app.py"
+    lock = CodeFilter(CodeFilterConfig())(
+        RawRecord("b", "", "t", "text", "{}", {**meta, "path": "package-lock.json"}))
+    assert (lock.stage, lock.reason, lock.text) == ("code", "code:lock-file", "{}")
+    assert lock.detail == {"repo": "r", "path": "package-lock.json", "language": "Python"}
+
+
+class _Halve:
+    """A toy stage: even numbers kept (halved), odd ones rejected."""
+
+    def __init__(self, stage):
+        self.stage = stage
+
+    def __call__(self, n):
+        if n % 2:
+            return Reject.of(Origin(str(n)), self.stage, "odd", n=n)
+        return n // 2
+
+
+def test_apply_stage_and_chain_gather_rejects_and_counts():
+    with pipeline() as p:
+        out = chain(p | beam.Create([1, 2, 4, 7]), [
+            ("First", with_rejects(ApplyStage(_Halve, "first", stage="first"))),
+            ("Plain", beam.Map(lambda n: n * 2)),  # drops nothing: no rejects, no counts
+            ("Second", with_rejects(ApplyStage(_Halve, "second", stage="second")))])
+        assert_that(out.docs, equal_to([1, 2]), label="docs")
+        rejects = out.rejects | "AllRejects" >> beam.Flatten()
+        assert_that(rejects | beam.Map(lambda r: (r.id, r.reason, r.detail)),
+                    equal_to([("1", "first:odd", {"n": 1}), ("7", "first:odd", {"n": 7})]),
+                    label="rejects")
+        counts = out.counts | "AllCounts" >> beam.Flatten() | beam.CombinePerKey(sum)
+        assert_that(counts, equal_to([
+            (("first", "in", ""), 4), (("first", "kept", ""), 2),
+            (("first", "dropped", "first:odd"), 2),
+            (("second", "in", ""), 2), (("second", "kept", ""), 2)]), label="counts")

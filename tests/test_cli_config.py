@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from skypile import config
-from skypile.pipelines.web import WebConfig, split_overrides
+from skypile.config import split_overrides
+from skypile.jobs.web import WebConfig
 
 
 def skypile(*args, **kw):
@@ -81,18 +82,18 @@ def test_every_config_field_is_documented():
     from skypile.text.cleanup import CleanupConfig
     from skypile.text.dedup import BlocksConfig, MinHashConfig
     from skypile.text.extract import ExtractConfig
-    from skypile.pipelines.dedup import DedupConfig, ExactConfig, SemanticConfig
+    from skypile.text.dedup import DedupConfig, ExactConfig, SemanticConfig
     from skypile.files.readers import ReaderOptions
     from skypile.text.heuristics import HeuristicThresholds
     from skypile.classifiers.langid import LangIdConfig
     from skypile.classifiers.perplexity import KenLMTrainConfig, PerplexityConfig
     from skypile.classifiers.quality import QualityConfig, QualityTrainConfig
     from skypile.text.thresholds import FilterConfig
-    from skypile.tokens.tokenizer import TrainConfig
+    from skypile.tokens.tokenizer import TokenizerTrainConfig
     for cls in (WebConfig, ExtractConfig, CleanupConfig, ReaderOptions, DedupConfig,
                 BlocksConfig, MinHashConfig, ExactConfig, SemanticConfig, HeuristicThresholds,
                 LangIdConfig, PerplexityConfig, KenLMTrainConfig, QualityConfig,
-                QualityTrainConfig, FilterConfig, TrainConfig):
+                QualityTrainConfig, FilterConfig, TokenizerTrainConfig):
         src = inspect.getsource(cls)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

@@ -11,8 +11,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from skypile.text import dedup
 from skypile.document import Document
 from skypile.pipelines.common import local_runner
-from skypile.pipelines.dedup import (ConnectedComponents, ExactConfig, ExactDedup,
-                                     MinHashDedup, RecurringBlocks, kmeans)
+from skypile.pipelines.dedup import ConnectedComponents, ExactDedup, MinHashDedup, RecurringBlocks
+from skypile.text.dedup import ExactConfig
+from skypile.text.semantic import cluster_pairs, kmeans
 
 
 def test_normalize_full_width_punctuation_case_whitespace():
@@ -173,3 +174,35 @@ def test_repeated_ids_are_never_both_lost():
         assert_that(out["docs"] | beam.Map(lambda d: d.id), equal_to(["same", "other"]), label="docs")
         assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason)),
                     equal_to([("same", "exact:duplicate-id")]), label="rejects")
+
+
+def test_cluster_pairs_finds_duplicates_and_density_without_beam():
+    v = np.array([1.0, 0.0])
+    w = np.array([0.6, 0.8])
+    edges, density = cluster_pairs(3, [("b", v), ("a", v), ("c", w)], epsilon=0.95)
+    assert edges == [("a", "b")]
+    assert density == {"cluster": 3, "size": 3, "mean_similarity": round((1 + 0.6 + 0.6) / 3, 4),
+                       "duplicate_pairs": 1, "docs_in_duplicate_pairs": 2}
+
+
+
+def test_cut_blocks_stage_cuts_or_rejects_with_the_reason():
+    cfg = dedup.BlocksConfig(max_removed_fraction=0.5)
+    footer = "Copyright 2024 Example Media, all rights reserved worldwide."
+    frequent = {dedup.block_hash(footer, cfg): 1}
+    cut = dedup.CutBlocks(cfg)
+    body = "A long line of the article's own text that stays where it is, unchanged."
+    kept = cut(doc("a", body + "\n" + footer), frequent)
+    assert kept.text == body and kept.metadata["blocks_removed_chars"] == len(footer) + 1
+    gone = cut(doc("b", footer), frequent)
+    assert (gone.stage, gone.reason, gone.text) == ("blocks", "blocks:mostly-boilerplate", footer)
+    assert gone.detail == {"removed_fraction": 1.0}
+    untouched = cut(doc("c", body), frequent)
+    assert untouched.text == body and "blocks_removed_chars" not in untouched.metadata
+
+
+def test_kmeans_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(1)
+    x = [v / np.linalg.norm(v) for v in rng.normal(size=(20, 4))]
+    assert np.array_equal(kmeans(x, 3, 5, seed=7), kmeans(x, 3, 5, seed=7))
+    assert kmeans(x[:2], 5, 5, seed=0).shape == (2, 4)  # k is capped at the sample size

@@ -8,6 +8,8 @@ GSM8K train problems, 15 C-Eval dev questions written as answered prompts, and W
 import csv
 import json
 import math
+import typing
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +17,8 @@ import torch
 from skypile import config as cfglib
 from skypile.tokens import tokenizer as tk
 from skypile.pipelines.tokenize import run as tokenize
-from skypile.trainer import evaluate, lm as lmlib, mc
-from skypile.trainer.config import TrainConfig
+from skypile.trainer import evaluate, loading, multiple_choice
+from skypile.trainer.config import BenchName, TrainConfig
 from skypile.trainer.export import run as export
 from skypile.trainer.train import train
 
@@ -28,7 +30,7 @@ CEVAL_SUBJECTS = ("accountant", "art_studies", "high_school_biology")
 def ceval_dev(data_dir):
     out = {}
     for s in CEVAL_SUBJECTS:
-        out[s] = mc.read_questions(data_dir / f"benchmarks/ceval/dev/{s}_dev.csv")
+        out[s] = multiple_choice.read_questions(data_dir / f"benchmarks/ceval/dev/{s}_dev.csv")
     return out
 
 
@@ -43,17 +45,18 @@ def setup(data_dir, tmp_path_factory):
                                 "metadata": {"domain": "stem"}}) + "\n")
         for s, qs in ceval_dev(data_dir).items():
             for i, q in enumerate(qs):
-                text = mc.build_prompt("ceval", s, [], q) + " " + mc.LETTERS[q.answer]
+                text = (multiple_choice.build_prompt("ceval", s, [], q) + " "
+                        + multiple_choice.LETTERS[q.answer])
                 f.write(json.dumps({"id": f"c{s}{i}", "text": text, "metadata": {"domain": "mc"}},
                                    ensure_ascii=False) + "\n")
         raw = open(data_dir / "wiki-en/wiki.test.raw", encoding="utf-8", newline="").read()
         for i, p in enumerate(p.strip() for p in raw.split("\r\n")):
             if len(p) > 200:
                 f.write(json.dumps({"id": f"w{i}", "text": p, "metadata": {"domain": "web_en"}}) + "\n")
-    tok = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TrainConfig(vocab_size=3000))
+    tok = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TokenizerTrainConfig(vocab_size=3000))
     assert tokenize(["--input", str(d / "docs.jsonl"), "--tokenizer", str(tok), "--output",
                      str(d / "shards"), "--held_out.fraction=0", "--labels.rules=[]",
-                     "--labels.default='{domain}'"]) == 0
+                     "--labels.default={domain}"]) == 0
     runs = {}
     for name, weights in (("with", {"stem": 0.45, "mc": 0.3, "web_en": 0.25}), ("without", {"web_en": 1.0})):
         cfg = cfglib.from_dict(TrainConfig, {
@@ -95,8 +98,8 @@ def test_export_gives_the_same_logits_and_tokens_in_transformers(setup, tmp_path
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     d, tok_path, runs = setup
-    run, step = lmlib.find_checkpoint(lmlib.Path(runs["with"]))
-    ours = lmlib.load_skypile_weights(step, lmlib.run_config(run))
+    run, step = loading.find_checkpoint(Path(runs["with"]))
+    ours = loading.load_skypile_weights(step, loading.run_config(run))
     text = "Natalia sold clips to 48 of her friends. 以下是中国关于会计考试的单项选择题"
     ids = tk.Tokenizer(str(tok_path)).encode(text)
     x = torch.tensor([ids])
@@ -175,14 +178,15 @@ def test_multiple_choice_scores_memorised_questions(setup, data_dir, tmp_path):
 
 
 def test_mc_reads_every_shipped_layout(data_dir):
-    for bench in mc.BENCHES:
-        table = mc.subjects(data_dir / "benchmarks", bench)
+    assert set(multiple_choice.BENCHES) == set(typing.get_args(BenchName))  # --bench choices
+    for bench, spec in multiple_choice.BENCHES.items():
+        table = multiple_choice.subjects(data_dir / "benchmarks", bench)
         ev, shots = next(iter(table.values()))
         assert shots.exists(), (bench, shots)
-        q = mc.read_questions(ev)[0]
+        q = multiple_choice.read_questions(ev)[0]
         assert len(q.options) == 4 and 0 <= q.answer < 4
-        prompt = mc.build_prompt(bench, "x", mc.read_questions(shots)[:2], q)
-        assert prompt.endswith(mc.BENCHES[bench].cue) and prompt.count(mc.BENCHES[bench].cue) == 3
+        prompt = multiple_choice.build_prompt(bench, "x", multiple_choice.read_questions(shots)[:2], q)
+        assert prompt.endswith(spec.cue) and prompt.count(spec.cue) == 3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -195,3 +199,29 @@ def test_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert evaluate.run(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mc", "--model", "x", "--bench", "nope"], "invalid choice: 'nope'"),
+    (["perplexity", "--model", "x", "--dtype", "half"], "invalid choice: 'half'"),
+    (["leakage", "--model", "x", "--limit", "abc"], "expected a number"),
+    (["perplexity", "--model", "a", "--name", "x", "--name", "y"], "one --name per --model"),
+    (["mc", "--model", "x"], "required: --bench"),
+])
+def test_bad_flags_are_one_line(argv, message, capsys):
+    try:
+        code = evaluate.run(argv)
+    except SystemExit as e:  # the parser's own errors exit there
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_data_defaults_are_read_when_the_command_runs(monkeypatch):
+    monkeypatch.setenv("SKYPILE_DATA", "/elsewhere")
+    for argv, field, value in ((["leakage", "--model", "m"], "train", "/elsewhere/gsm8k/train.jsonl"),
+                               (["mc", "--model", "m", "--bench", "mmlu"], "data", "/elsewhere/benchmarks"),
+                               (["perplexity", "--model", "m"], "sets",
+                                ["/elsewhere/skywork-eval/*.jsonl"])):
+        ns = evaluate._parser().parse_args(argv)
+        assert getattr(cfglib.from_args(ns.config_type, ns), field) == value

@@ -12,7 +12,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from skypile.text.extract import ExtractConfig
-from skypile.pipelines.web import Extract, ReadFile, WebConfig, build
+from skypile.jobs.web import WebConfig
+from skypile.pipelines.common import ApplyStage, ReadFile
+from skypile.pipelines.web import build, make_extractor
 from skypile.files.readers import ReaderOptions
 
 
@@ -26,11 +28,11 @@ def test_web_pipeline_translates_to_runner_api(tmp_path):
 
 
 def test_dofns_pickle_without_models_or_processes():
-    ex = Extract(ExtractConfig())
+    ex = ApplyStage(make_extractor, ExtractConfig(), stage="extract")
     ex.setup()
     try:
-        ex._extractor._sandbox.run("<html><body><p>warm</p></body></html>", "", True, True)
-        clone = pickle.loads(pickle.dumps(ex._extractor._sandbox))
+        ex._stage._sandbox.run("<html><body><p>warm</p></body></html>", "", True, True)
+        clone = pickle.loads(pickle.dumps(ex._stage._sandbox))
         assert clone._proc is None  # a child process never travels with the DoFn
     finally:
         ex.teardown()
@@ -84,12 +86,14 @@ def _pipelines(tmp_path, data_dir):
     from pathlib import Path
 
     from skypile import config as cfglib
+    from skypile.jobs.code import CodeConfig
+    from skypile.jobs.tokenize import TokenizeConfig
     from skypile.tokens import tokenizer as tk
     from skypile.pipelines import code, tokenize, web
 
     worker_cfg = str(Path(__file__).resolve().parents[1] / "docker/web-worker.yaml")
     tok = tk.train([str(data_dir / "wiki-en/wiki.test.raw")], str(tmp_path / "tok"),
-                   tk.TrainConfig(vocab_size=600))
+                   tk.TokenizerTrainConfig(vocab_size=600))
 
     def web_all(p):  # every stage; the model paths only exist inside the worker image
         cfg = web.resolve(web.make_parser().parse_args(["--input", "x", "--output", "y",
@@ -102,10 +106,10 @@ def _pipelines(tmp_path, data_dir):
         web.build(p, ["a.jsonl"], cfg, str(tmp_path / "s2"), {"inputs": []})
 
     def code_all(p):
-        code.build(p, ["repo"], cfglib.load(code.CodeConfig), str(tmp_path / "s3"))
+        code.build(p, ["repo"], cfglib.load(CodeConfig), str(tmp_path / "s3"))
 
     def tokenize_all(p):
-        tokenize.build(p, ["a.jsonl"], str(tok), cfglib.load(tokenize.TokenizeConfig),
+        tokenize.build(p, ["a.jsonl"], str(tok), cfglib.load(TokenizeConfig),
                        str(tmp_path / "out"), str(tmp_path / "s4"))
 
     return {"web": web_all, "dedup": dedup_all, "code": code_all, "tokenize": tokenize_all}
@@ -135,24 +139,23 @@ def test_every_pipeline_translates_and_its_code_loads_on_a_fresh_worker(tmp_path
 def test_dofns_with_models_pickle_small_and_load_them_in_setup(trained_models, data_dir):
     from skypile import config as cfglib
     from skypile.document import Document
-    from skypile.pipelines.quality import LangIdFn, PerplexityFn, QualityFn, StemFn
-    from skypile.pipelines.web import WebConfig
+    from skypile.classifiers.stages import LangIdStage, PerplexityStage, QualityStage, StemStage
 
     models, _ = trained_models
     cfg = cfglib.load(WebConfig, str(models / "web.yaml"))
     text = ("The library opened a new reading room on Monday, and the city council said the "
             "building would stay open late during exam season for students.")
-    for fn in (LangIdFn(cfg.langid), PerplexityFn(cfg.perplexity), QualityFn(cfg.quality),
-               StemFn(cfg.stem)):
+    for fn in (ApplyStage(LangIdStage, cfg.langid), ApplyStage(PerplexityStage, cfg.perplexity),
+               ApplyStage(QualityStage, cfg.quality), ApplyStage(StemStage, cfg.stem)):
         blob = pickle.dumps(fn)  # what Beam ships: configuration only
-        assert len(blob) < 20_000, (type(fn).__name__, len(blob))
+        assert len(blob) < 20_000, (fn.make.__name__, len(blob))
         clone = pickle.loads(blob)
         fn.setup()
         clone.setup()  # the worker loads the model from the path in the config
         meta = {"lang": "en"}
         a = next(fn.process(Document(id="1", text=text, metadata=dict(meta))))
         b = next(clone.process(Document(id="1", text=text, metadata=dict(meta))))
-        assert a.metadata == b.metadata and len(a.metadata) > 1, type(fn).__name__
+        assert a.metadata == b.metadata and len(a.metadata) > 1, fn.make.__name__
 
 
 def test_docker_files_lint_and_parse():
@@ -199,7 +202,7 @@ def test_multi_process_runner_gives_the_same_output(pipeline, data_dir, tmp_path
         run, args = code.run, ["--input", str(Path(datasketch.__file__).parent)]
     else:
         tok = tk.train([str(data_dir / "neardup/dev.jsonl")], str(tmp_path / "tok"),
-                       tk.TrainConfig(vocab_size=3000, character_coverage=0.995))
+                       tk.TokenizerTrainConfig(vocab_size=3000, character_coverage=0.995))
         run, args = tokenize.run, ["--input", str(data_dir / "neardup/dev.jsonl"), "--tokenizer",
                                    str(tok), "--held_out.fraction=0.1", "--shards.target_tokens=20000"]
     assert run(args + ["--output", str(tmp_path / "one")]) == 0

@@ -7,6 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from skypile.text import heuristics
 from skypile.classifiers import perplexity as ppl
+from skypile.text import cutoffs
 from skypile.classifiers.langid import LangId
 from skypile.document import Document
 from skypile.pipelines.common import local_runner
@@ -45,11 +46,11 @@ def test_ccnet_normalisation():
 
 
 def test_cutoff_csv_roundtrip(tmp_path, data_dir):
-    table = ppl.read_cutoffs(str(data_dir / "ccnet/cutoff.csv"))
+    table = cutoffs.read_cutoffs(str(data_dir / "ccnet/cutoff.csv"))
     assert table["en"][30] < table["en"][60] and len(table["zh"]) == 101
-    ppl.write_cutoffs(str(tmp_path / "c.csv"), {"en": table["en"], "zh": table["zh"]})
-    assert ppl.read_cutoffs(str(tmp_path / "c.csv"))["zh"] == table["zh"]
-    assert ppl.percentiles([5.0, 1.0, 3.0])[0] == 1.0 and ppl.percentiles([5.0, 1.0, 3.0])[100] == 5.0
+    cutoffs.write_cutoffs(str(tmp_path / "c.csv"), {"en": table["en"], "zh": table["zh"]})
+    assert cutoffs.read_cutoffs(str(tmp_path / "c.csv"))["zh"] == table["zh"]
+    assert cutoffs.percentiles([5.0, 1.0, 3.0])[0] == 1.0 and cutoffs.percentiles([5.0, 1.0, 3.0])[100] == 5.0
 
 
 def test_heuristics_values_and_failures():

@@ -39,7 +39,7 @@ def corpus(data_dir, tmp_path_factory):
     (d / "pairs.tsv").write_text("The river is wide.\t河很宽。\nGood morning.\t早上好。\nbroken line\n",
                                  encoding="utf-8")
     model = tk.train([str(data_dir / "wiki-en/wiki.test.raw"), str(d / "docs.jsonl")],
-                     str(d / "tok"), tk.TrainConfig(vocab_size=8000))
+                     str(d / "tok"), tk.TokenizerTrainConfig(vocab_size=8000))
     return d, model, len(rows)
 
 
@@ -109,6 +109,26 @@ def test_bad_tokenizer_is_one_line(tmp_path):
                         "--tokenizer", str(tmp_path / "none.model"), "--output", str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_encoder_stage_labels_splits_or_rejects(corpus):
+    from skypile.document import Document, Reject
+    from skypile.jobs.tokenize import Encoder, TokenizeConfig
+
+    _d, model, _ = corpus
+    cfg = TokenizeConfig()
+    cfg.shards.min_doc_tokens = 3
+    enc = Encoder(str(model), cfg)
+    tok = tk.Tokenizer(model)
+    doc = Document(id="a", text="The river is wide and deep.", metadata={"lang": "en",
+                                                                          "corpus": "stem"})
+    (domain, split), (doc_id, ids) = enc(doc, {"a": True})
+    assert (domain, split, doc_id) == ("stem", "validation", "a")
+    assert ids == tok.encode(doc.text) + [tok.eos_id]
+    assert enc(doc, {})[0] == ("stem", "train")
+    short = enc(Document(id="s", text="a"), {})
+    assert isinstance(short, Reject) and (short.stage, short.reason) == ("tokenize",
+                                                                         "tokenize:too-short")
 
 
 # ---- real object storage ------------------------------------------------------------------

@@ -19,7 +19,7 @@ TOTAL = BASE_VOCAB + CHARS + WORDS + RESERVED
 def models(data_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
     base = tk.train([str(data_dir / "wiki-en/wiki.test.raw")], str(d / "base"),
-                    tk.TrainConfig(vocab_size=BASE_VOCAB))
+                    tk.TokenizerTrainConfig(vocab_size=BASE_VOCAB))
     b = tk.extend(str(base), [str(data_dir / "wiki-zh/zh_wiki_paragraphs_cmrc2018.jsonl")],
                   str(d / "ext"), add_chars=CHARS, total=TOTAL, reserved=RESERVED)
     return base, d / "ext.model", b, d
@@ -110,7 +110,7 @@ def test_reserved_and_control_never_come_from_text(ext_tok, text):
 def test_ids_are_stable_across_runs(models, data_dir, tmp_path):
     base, ext, _b, _d = models
     again = tk.train([str(data_dir / "wiki-en/wiki.test.raw")], str(tmp_path / "base"),
-                     tk.TrainConfig(vocab_size=BASE_VOCAB))
+                     tk.TokenizerTrainConfig(vocab_size=BASE_VOCAB))
     # the same pieces with the same scores in the same order: the same ids
     assert spm_model.read_pieces(again.read_bytes()) == spm_model.read_pieces(base.read_bytes())
     tk.extend(str(again), [str(data_dir / "wiki-zh/zh_wiki_paragraphs_cmrc2018.jsonl")],

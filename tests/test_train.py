@@ -29,7 +29,7 @@ def shards(data_dir, tmp_path_factory):
         for i, line in enumerate(open(data_dir / "skywork-eval/zh_finance.jsonl", encoding="utf-8")):
             f.write(json.dumps({"id": f"z{i}", "text": json.loads(line)["text"],
                                 "metadata": {"lang": "zh"}}, ensure_ascii=False) + "\n")
-    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TrainConfig(vocab_size=4000))
+    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TokenizerTrainConfig(vocab_size=4000))
     assert tokenize(["--input", str(d / "docs.jsonl"), "--tokenizer", str(model),
                      "--output", str(d / "shards"), "--held_out.fraction=0.05"]) == 0
     return str(d / "shards")
@@ -106,11 +106,13 @@ def test_zero1_two_processes(shards, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
 
 
-@pytest.mark.parametrize("schedule,procs,port", [("gpipe", 2, 29519), ("1f1b", 2, 29520),
-                                                  ("1f1b", 4, 29521)])
-def test_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule, procs, port):
+@pytest.mark.parametrize("schedule,procs,port,extra", [
+    ("gpipe", 2, 29519, ["--parallel.activation_checkpointing=true"]),  # applied per stage
+    ("1f1b", 2, 29520, []), ("1f1b", 4, 29521, [])])
+def test_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule, procs, port, extra):
     """Same init, same global batch: losses through 2 stages (x 2 data-parallel replicas with
-    4 processes) equal the plain run's within 1e-4 relative, training and validation."""
+    4 processes) equal the plain run's within 1e-4 relative, training and validation
+    (recomputing activations changes no number)."""
     plain = train(config(shards, tmp_path / "plain", steps=2, **{"eval.every": 2}),
                   log=lambda *_: None)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -122,7 +124,7 @@ def test_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule, procs, po
            f"--parallel.pp_schedule={schedule}", "--parallel.microbatches=2",
            "--optim.lr=3e-3", "--optim.min_lr=3e-4", "--optim.warmup_steps=2",
            "--data.weights={stem: 0.5, web_zh: 0.5}", "--checkpoint.every=0", "--eval.every=2",
-           "--eval.batches=2"]
+           "--eval.batches=2", *extra]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     import csv
@@ -133,3 +135,25 @@ def test_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule, procs, po
     ref = list(csv.DictReader(open(tmp_path / "plain" / "validation.csv")))[-1]
     for domain in ("stem", "web_zh"):
         assert abs(float(val[domain]) - float(ref[domain])) < 1e-4 * float(ref[domain])
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"parallel.zero1": True}, "parallel.zero1 does not combine with parallel.pp > 1"),
+    ({"parallel.bf16": True}, "parallel.bf16 does not combine with parallel.pp > 1"),
+    ({"parallel.microbatches": 3}, "not a multiple of parallel.microbatches"),
+    ({"parallel.pp": 3}, "does not divide the 2 processes"),
+])
+def test_pipeline_refuses_what_it_cannot_honour(over, message):
+    from skypile.trainer import pipeline
+
+    cfg = config("unused", "unused", **{"parallel.pp": 2, **over})
+    with pytest.raises(cfglib.ConfigError, match=message):
+        pipeline.check(cfg, world=2)
+    pipeline.check(config("unused", "unused", **{"parallel.pp": 2}), world=2)  # fsdp's default
+
+
+def test_bad_schedule_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "skypile.cli", "train", "--data.shards=x",
+                        "--parallel.pp_schedule=zigzag"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "skypile train: error: parallel.pp_schedule='zigzag': use one of 1f1b, gpipe"]

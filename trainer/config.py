@@ -1,10 +1,20 @@
-"""The training config: nested dataclasses, TOML presets in trainer/configs/, overrides."""
+"""The typed configs of the trainer's commands: ``skypile train`` (nested dataclasses, TOML
+presets in trainer/configs/, ``--section.key=value`` overrides), and one config per
+``skypile eval`` subcommand and for ``skypile export hf``, whose flags are generated from
+the fields by ``skypile.config.add_flags``.
+
+Defaults that name the shared data folder are computed when a config is built (when the
+command runs), from ``$SKYPILE_DATA``; nothing reads the environment at import.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+from typing import Literal
 
+from skypile import config as cfglib
 from skypile.trainer.model import PRESETS, ModelConfig
 from skypile.trainer.optim import OptimConfig
 
@@ -61,21 +71,24 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class ParallelConfig:
-    """Parallelism (``parallel``); applied by trainer/parallelize.py."""
+    """Parallelism (``parallel``); applied by trainer/parallelize.py and trainer/pipeline.py."""
 
     fsdp: bool = True
-    """FSDP2 (fully_shard) over all processes when there are more than one."""
+    """FSDP2 (fully_shard) over all processes when there are more than one; it applies only
+    without ZeRO-1 and without pipeline stages (parallel.pp > 1 keeps whole stages on each
+    replica), so the default needs no change when pipelining."""
     zero1: bool = False
-    """Shard only the optimizer state (ZeRO-1), as the report chose, instead of FSDP2."""
+    """Shard only the optimizer state (ZeRO-1), as the report chose, instead of FSDP2 (not
+    with parallel.pp > 1)."""
     bf16: bool = False
-    """bf16 mixed precision (FSDP2 policy; autocast without FSDP)."""
+    """bf16 mixed precision (FSDP2 policy; autocast without FSDP; not with parallel.pp > 1)."""
     activation_checkpointing: bool = False
-    """Recompute each block's activations in the backward pass."""
+    """Recompute each block's activations in the backward pass (also per pipeline stage)."""
     compile: bool = False
-    """torch.compile each block."""
+    """torch.compile each block (also per pipeline stage)."""
     pp: int = 1
     """Pipeline stages (the processes form a data-parallel x pipeline mesh)."""
-    pp_schedule: str = "1f1b"
+    pp_schedule: Literal["1f1b", "gpipe"] = "1f1b"
     """Pipeline schedule: 1f1b or gpipe."""
     microbatches: int = 2
     """Microbatches per step when pipelining (the batch must divide evenly)."""
@@ -100,10 +113,126 @@ class TrainConfig:
     """cuda when available, else cpu (auto), or name one."""
 
     def model_config(self) -> ModelConfig:
-        from skypile import config as cfglib
-
         if self.preset not in PRESETS:
             raise cfglib.ConfigError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         base = dataclasses.asdict(PRESETS[self.preset])
         base.update(self.model)
         return cfglib.from_dict(ModelConfig, base, "model")
+
+
+# ---------------------------------------------------------------- skypile eval / export
+Dtype = Literal["float32", "bfloat16", "float16"]
+BenchName = Literal["ceval", "cmmlu", "mmlu"]  # the keys of multiple_choice.BENCHES
+
+
+def data_root() -> str:
+    """The shared sample data: ``$SKYPILE_DATA``, or ../shared/data."""
+    return os.environ.get("SKYPILE_DATA", "../shared/data")
+
+
+def default_sets() -> str:
+    """The perplexity sets of the report (Skywork Table 6), one JSONL file per domain."""
+    return f"{data_root()}/skywork-eval/*.jsonl"
+
+
+def _under_data(relative: str):
+    return dataclasses.field(default_factory=lambda: f"{data_root()}/{relative}",
+                             metadata={"metavar": "FILE"})
+
+
+@dataclasses.dataclass(kw_only=True)
+class ModelsConfig:
+    """The models an eval command scores (the flags every ``skypile eval`` subcommand takes)."""
+
+    model: list[str] = dataclasses.field(metadata={"action": "append", "metavar": "PATH"})
+    """a skypile train run or step-N folder, or a local Hugging Face model folder; repeat
+    for one row per model"""
+    name: list[str] = dataclasses.field(default_factory=list,
+                                        metadata={"action": "append", "metavar": "NAME"})
+    """row label for each --model, in order (default: the folder name)"""
+    tokenizer: str | None = dataclasses.field(default=None, metadata={"metavar": "MODEL"})
+    """tokenizer of a skypile checkpoint (default: the one in its shard manifest)"""
+    device: str = "auto"
+    """auto (CUDA if present), cpu, cuda, cuda:N"""
+    dtype: Dtype = "float32"
+    """weights' dtype"""
+    batch_tokens: int = 8192
+    """padded tokens per forward pass, the memory knob"""
+
+    def __post_init__(self):
+        if self.name and len(self.name) != len(self.model):
+            raise cfglib.ConfigError("give one --name per --model")
+
+
+@dataclasses.dataclass(kw_only=True)
+class PerplexityConfig(ModelsConfig):
+    """``skypile eval perplexity``."""
+
+    sets: list[str] = dataclasses.field(default_factory=lambda: [default_sets()],
+                                        metadata={"metavar": "GLOB"})
+    """JSONL files, one per domain (default: the report's six domains in
+    $SKYPILE_DATA/skywork-eval)"""
+    reference_tokenizer: str | None = dataclasses.field(default=None,
+                                                        metadata={"metavar": "MODEL"})
+    """also report perplexity rescaled to this tokenizer's token count (SentencePiece model
+    or Hugging Face tokenizer folder)"""
+    limit: int = 0
+    """first N documents per domain, 0 for all"""
+    out: str = "out/eval/perplexity"
+    """output folder"""
+
+
+@dataclasses.dataclass(kw_only=True)
+class LeakageConfig(ModelsConfig):
+    """``skypile eval leakage``."""
+
+    train: str = _under_data("gsm8k/train.jsonl")
+    """the train split (default: $SKYPILE_DATA/gsm8k/train.jsonl)"""
+    test: str = _under_data("gsm8k/test.jsonl")
+    """the test split (default: $SKYPILE_DATA/gsm8k/test.jsonl)"""
+    ref: str = _under_data("gsm8k/mock_gsm8k_test_public.jsonl")
+    """fresh reference text in the test's style (default: the report's mock set,
+    $SKYPILE_DATA/gsm8k/mock_gsm8k_test_public.jsonl)"""
+    limit: int = 0
+    """first N samples per set, 0 for all"""
+    bootstrap: int = 2000
+    """bootstrap rounds"""
+    tolerance: float = 0.01
+    """band around 0 (nats) an interval must clear to be flagged"""
+    seed: int = 0
+    """seed of the bootstrap resampling"""
+    out: str | None = None
+    """also write table8.md / table8.csv here"""
+
+
+@dataclasses.dataclass(kw_only=True)
+class McConfig(ModelsConfig):
+    """``skypile eval mc``."""
+
+    bench: BenchName
+    """the benchmark"""
+    shots: int = 5
+    """examples from the dev split"""
+    subjects: str = ""
+    """comma-separated subjects (default: all)"""
+    limit: int = 0
+    """first N questions per subject, 0 for all"""
+    data: str = dataclasses.field(default_factory=lambda: f"{data_root()}/benchmarks",
+                                  metadata={"metavar": "DATA"})
+    """folder with ceval/ cmmlu/ mmlu/ (default: $SKYPILE_DATA/benchmarks)"""
+    out: str | None = None
+    """also write mc-BENCH.csv / .md here"""
+
+
+@dataclasses.dataclass(kw_only=True)
+class ExportConfig:
+    """``skypile export hf``."""
+
+    checkpoint: str = dataclasses.field(metadata={"metavar": "DIR"})
+    """a skypile train run folder (its latest step) or one step-N folder"""
+    tokenizer: str | None = dataclasses.field(default=None, metadata={"metavar": "MODEL"})
+    """SentencePiece model (default: the one in the run's shard manifest)"""
+    output: str = dataclasses.field(metadata={"metavar": "DIR"})
+    """the Hugging Face model folder to write"""
+    dtype: Dtype = "float32"
+    """dtype of the written weights"""

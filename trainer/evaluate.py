@@ -13,16 +13,16 @@ worked solution together for GSM8K's {question, answer} rows, the ``text`` field
 its loss is the mean NLL over its predicted tokens, and a set's loss is the mean over its
 samples. Δ1 = L_test - L_ref, Δ2 = L_test - L_train, with percentile bootstrap intervals
 that resample every set's samples.
+
+Each subcommand has a typed config (``config.PerplexityConfig``, ``LeakageConfig``,
+``McConfig``) whose fields are its flags; multiple choice lives in ``multiple_choice``.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import glob
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,9 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from skypile.trainer import mc
+from skypile import config as cfglib
+from skypile.cli.subcommands import fail
+from skypile.trainer import cli, multiple_choice
+from skypile.trainer.config import LeakageConfig, McConfig, PerplexityConfig, default_sets
+from skypile.trainer.loading import ModelLoadError, models, offline
+from skypile.trainer.tables import markdown, write_csv
 
-DATA = os.environ.get("SKYPILE_DATA", "../shared/data")
 CHAR_LIMIT = 4096 // 3
 TOKEN_LIMIT = 4096
 REPORT_DOMAINS = ("tech", "movie", "government", "game", "finance", "general")
@@ -40,16 +44,6 @@ REPORT_DOMAINS = ("tech", "movie", "government", "game", "finance", "general")
 
 class EvalError(ValueError):
     pass
-
-
-def models(args):
-    """(row name, loaded model) for each --model, in order (--name labels them)."""
-    from skypile.trainer import lm as lmlib
-
-    names = list(args.name)
-    for path in args.model:
-        lm = lmlib.load(path, args.tokenizer, args.device, args.dtype)
-        yield (names.pop(0) if names else lm.name), lm
 
 
 # ---------------------------------------------------------------- reading samples
@@ -153,62 +147,53 @@ def table6(scores: list[DomainScore], rescaled: bool = False) -> tuple[list[str]
     return header, rows
 
 
-def markdown(header: list[str], rows: list[list], fmt: str = "{:.2f}") -> str:
-    def cell(v):
-        return "" if v is None else fmt.format(v) if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def cmd_perplexity(args) -> int:
-    files = sorted({f for pattern in args.sets for f in glob.glob(pattern)})
+def cmd_perplexity(cfg: PerplexityConfig) -> int:
+    files = sorted({f for pattern in cfg.sets for f in glob.glob(pattern)})
     if not files:
-        raise EvalError(f"--sets {' '.join(args.sets)} matches no file (the default reads "
+        raise EvalError(f"--sets {' '.join(cfg.sets)} matches no file (the default reads "
                         "$SKYPILE_DATA, ../shared/data unless set)")
-    if args.sets == [_default_sets()]:
+    if cfg.sets == [default_sets()]:
         files = [f for f in files if domain_of(f) in REPORT_DOMAINS] or files
-    sets = {domain_of(f): read_texts(f, args.limit) for f in files}
-    ref_encode = _reference_encoder(args.reference_tokenizer) if args.reference_tokenizer else None
+    sets = {domain_of(f): read_texts(f, cfg.limit) for f in files}
+    ref_encode = _reference_encoder(cfg.reference_tokenizer) if cfg.reference_tokenizer else None
     scores = []
-    for name, lm in models(args):
+    for name, lm in models(cfg):
         for domain, texts in sets.items():
             t0 = time.time()
-            s = score_domain(lm, name, domain, texts, args.batch_tokens, ref_encode)
+            s = score_domain(lm, name, domain, texts, cfg.batch_tokens, ref_encode)
             scores.append(s)
             print(f"[perplexity] {name} {domain}: ppl {s.ppl:.2f} over {s.predicted} tokens "
                   f"({s.docs} docs, {s.truncated} hit the {min(TOKEN_LIMIT, lm.max_len)}-token cap, "
                   f"{time.time() - t0:.1f} s)", file=sys.stderr)
-    out = Path(args.out)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "perplexity.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "domain", "docs", "tokens", "predicted_tokens", "nll_sum", "loss",
-                    "ppl", "truncated_docs", "reference_predicted_tokens", "rescaled_ppl"])
-        for s in scores:
-            w.writerow([s.model, s.domain, s.docs, s.tokens, s.predicted, f"{s.nll_sum:.6f}",
-                        f"{s.loss:.6f}", f"{s.ppl:.4f}", s.truncated, s.ref_predicted or "",
-                        f"{s.rescaled_ppl:.4f}" if s.rescaled_ppl else ""])
+    write_csv(out / "perplexity.csv", [PERPLEXITY_COLUMNS] + [
+        [s.model, s.domain, s.docs, s.tokens, s.predicted, f"{s.nll_sum:.6f}", f"{s.loss:.6f}",
+         f"{s.ppl:.4f}", s.truncated, s.ref_predicted or "",
+         f"{s.rescaled_ppl:.4f}" if s.rescaled_ppl else ""] for s in scores])
     header, rows = table6(scores)
     text = "Perplexity per domain (Skywork Table 6 protocol)\n\n" + markdown(header, rows)
     if ref_encode is not None:
         header_r, rows_r = table6(scores, rescaled=True)
         text += ("\nRescaled to the reference tokenizer's token count "
-                 f"({args.reference_tokenizer})\n\n" + markdown(header_r, rows_r))
-    with open(out / "table6.csv", "w", newline="") as f:
-        csv.writer(f).writerows([header] + [[r[0]] + [f"{v:.4f}" if v is not None else "" for v in r[1:]]
-                                            for r in rows])
+                 f"({cfg.reference_tokenizer})\n\n" + markdown(header_r, rows_r))
+    write_csv(out / "table6.csv", [header] + [
+        [r[0]] + [f"{v:.4f}" if v is not None else "" for v in r[1:]] for r in rows])
     (out / "table6.md").write_text(text)
     print(text)
     print(f"written: {out}/table6.md, table6.csv, perplexity.csv (token counts per domain)")
     return 0
 
 
+PERPLEXITY_COLUMNS = ["model", "domain", "docs", "tokens", "predicted_tokens", "nll_sum", "loss",
+                      "ppl", "truncated_docs", "reference_predicted_tokens", "rescaled_ppl"]
+
+
 def _reference_encoder(path: str):
     from skypile.tokens.tokenizer import Tokenizer
 
     if Path(path).is_dir():
+        offline()
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -272,119 +257,73 @@ def leakage_table(rows: list[Leakage]) -> str:
     return markdown(header, body, "{:.4f}")
 
 
-def cmd_leakage(args) -> int:
-    sets = {k: read_texts(getattr(args, k), args.limit) for k in ("train", "test", "ref")}
+def cmd_leakage(cfg: LeakageConfig) -> int:
+    sets = {k: read_texts(getattr(cfg, k), cfg.limit) for k in ("train", "test", "ref")}
     rows = []
-    for name, lm in models(args):
+    for name, lm in models(cfg):
         losses = {}
         for k, texts in sets.items():
             t0 = time.time()
-            losses[k] = sample_losses(lm, texts, args.batch_tokens)
+            losses[k] = sample_losses(lm, texts, cfg.batch_tokens)
             print(f"[leakage] {name} {k}: loss {losses[k].mean():.4f} over {len(losses[k])} samples "
                   f"({time.time() - t0:.1f} s)", file=sys.stderr)
-        rows.append(leakage(name, losses["train"], losses["test"], losses["ref"], args.tolerance,
-                            args.bootstrap, args.seed))
+        rows.append(leakage(name, losses["train"], losses["test"], losses["ref"], cfg.tolerance,
+                            cfg.bootstrap, cfg.seed))
     text = ("Loss-based contamination test (Skywork Table 8): 95% bootstrap intervals "
-            f"({args.bootstrap} rounds); flagged when an interval lies beyond ±{args.tolerance}\n\n"
+            f"({cfg.bootstrap} rounds); flagged when an interval lies beyond ±{cfg.tolerance}\n\n"
             + leakage_table(rows))
     print(text)
-    if args.out:
-        out = Path(args.out)
+    if cfg.out:
+        out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table8.md").write_text(text)
-        with open(out / "table8.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "l_test", "l_train", "l_ref", "d1", "d1_lo", "d1_hi", "d2",
-                        "d2_lo", "d2_hi", "flags"])
-            for r in rows:
-                w.writerow([r.model, r.l_test, r.l_train, r.l_ref, r.d1, *r.d1_ci, r.d2, *r.d2_ci,
-                            "; ".join(r.flags)])
+        write_csv(out / "table8.csv", [LEAKAGE_COLUMNS] + [
+            [r.model, r.l_test, r.l_train, r.l_ref, r.d1, *r.d1_ci, r.d2, *r.d2_ci,
+             "; ".join(r.flags)] for r in rows])
         print(f"written: {out}/table8.md, table8.csv")
     return 0
 
 
+LEAKAGE_COLUMNS = ["model", "l_test", "l_train", "l_ref", "d1", "d1_lo", "d1_hi", "d2", "d2_lo",
+                   "d2_hi", "flags"]
+
+
 # ---------------------------------------------------------------- command line
-def _default_sets() -> str:
-    return f"{DATA}/skywork-eval/*.jsonl"
+# name -> (config type, command, one-line help, description)
+SUBCOMMANDS = {
+    "perplexity": (PerplexityConfig, cmd_perplexity,
+                   "per-domain perplexity table (Table 6 protocol)",
+                   "Perplexity per domain file (one JSONL file = one domain, field 'text'), as "
+                   "the Skywork report measures it. Writes OUT/table6.md, table6.csv and "
+                   "perplexity.csv (token counts)."),
+    "leakage": (LeakageConfig, cmd_leakage, "loss-based contamination test (Table 8)",
+                "L_train, L_test, L_ref, Δ1 = L_test - L_ref and Δ2 = L_test - L_train with "
+                "bootstrap intervals. Samples: the 'text' field, or question + ' ' + answer "
+                "for GSM8K rows, scored whole."),
+    "mc": (McConfig, multiple_choice.cmd_mc,
+           "multiple-choice benchmarks (C-Eval, CMMLU, MMLU)",
+           "k-shot multiple choice scored by the log-likelihood of each answer letter; "
+           "accuracy per subject and overall."),
+}
 
 
-def _model_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", action="append", required=True, metavar="PATH",
-                    help="a skypile train run or step-N folder, or a local Hugging Face model "
-                         "folder; repeat for one row per model")
-    ap.add_argument("--name", action="append", default=[], metavar="NAME",
-                    help="row label for each --model, in order (default: the folder name)")
-    ap.add_argument("--tokenizer", default=None, metavar="MODEL",
-                    help="tokenizer of a skypile checkpoint (default: the one in its shard manifest)")
-    ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    ap.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
-    ap.add_argument("--batch-tokens", type=int, default=8192,
-                    help="padded tokens per forward pass (memory knob; default 8192)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="skypile eval", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", metavar="{perplexity,leakage,mc}")
-    p = sub.add_parser("perplexity", help="per-domain perplexity table (Table 6 protocol)",
-                       description="Perplexity per domain file (one JSONL file = one domain, "
-                                   "field 'text'), as the Skywork report measures it. Writes "
-                                   "OUT/table6.md, table6.csv and perplexity.csv (token counts).")
-    _model_args(p)
-    p.add_argument("--sets", nargs="+", default=[_default_sets()], metavar="GLOB",
-                   help="JSONL files, one per domain (default: the report's six domains in "
-                        "$SKYPILE_DATA/skywork-eval)")
-    p.add_argument("--reference-tokenizer", default=None, metavar="MODEL",
-                   help="also report perplexity rescaled to this tokenizer's token count "
-                        "(SentencePiece model or Hugging Face tokenizer folder)")
-    p.add_argument("--limit", type=int, default=0, help="first N documents per domain (0: all)")
-    p.add_argument("--out", default="out/eval/perplexity", help="output folder")
-    p.set_defaults(func=cmd_perplexity)
-
-    gs = f"{DATA}/gsm8k"
-    p = sub.add_parser("leakage", help="loss-based contamination test (Table 8)",
-                       description="L_train, L_test, L_ref, Δ1 = L_test - L_ref and Δ2 = L_test - "
-                                   "L_train with bootstrap intervals. Samples: the 'text' field, "
-                                   "or question + ' ' + answer for GSM8K rows, scored whole.")
-    _model_args(p)
-    p.add_argument("--train", default=f"{gs}/train.jsonl", metavar="FILE")
-    p.add_argument("--test", default=f"{gs}/test.jsonl", metavar="FILE")
-    p.add_argument("--ref", default=f"{gs}/mock_gsm8k_test_public.jsonl", metavar="FILE",
-                   help="fresh reference text in the test's style (default: the report's mock set)")
-    p.add_argument("--limit", type=int, default=0, help="first N samples per set (0: all)")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds (default 2000)")
-    p.add_argument("--tolerance", type=float, default=0.01,
-                   help="band around 0 (nats) an interval must clear to be flagged (default 0.01)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write table8.md / table8.csv here")
-    p.set_defaults(func=cmd_leakage)
-
-    p = sub.add_parser("mc", help="multiple-choice benchmarks (C-Eval, CMMLU, MMLU)",
-                       description="k-shot multiple choice scored by the log-likelihood of each "
-                                   "answer letter; accuracy per subject and overall.")
-    _model_args(p)
-    p.add_argument("--bench", required=True, choices=sorted(mc.BENCHES))
-    p.add_argument("--shots", type=int, default=5, help="examples from the dev split (default 5)")
-    p.add_argument("--subjects", default="", help="comma-separated subjects (default: all)")
-    p.add_argument("--limit", type=int, default=0, help="first N questions per subject (0: all)")
-    p.add_argument("--data", default=f"{DATA}/benchmarks", help="folder with ceval/ cmmlu/ mmlu/")
-    p.add_argument("--out", default=None, help="also write mc-BENCH.csv / .md here")
-    p.set_defaults(func=mc.cmd_mc)
+def _parser() -> cli.Parser:
+    ap = cli.Parser(prog="skypile eval", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, (config_type, func, summary, description) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=description)
+        cfglib.add_flags(p, config_type)
+        p.set_defaults(func=func, config_type=config_type)
     return ap
 
 
 def run(argv: list[str] | None = None) -> int:
-    from skypile.trainer.lm import ModelLoadError
-
     ap = _parser()
     args = ap.parse_args(argv)
     if not args.command:
         ap.print_help()
         return 2
-    if args.name and len(args.name) != len(args.model):
-        print("skypile eval: error: give one --name per --model", file=sys.stderr)
-        return 2
     try:
-        return args.func(args)
-    except (EvalError, ModelLoadError, mc.BenchError) as e:
-        print(f"skypile eval {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return args.func(cfglib.from_args(args.config_type, args))
+    except (cfglib.ConfigError, EvalError, ModelLoadError, multiple_choice.BenchError) as e:
+        return fail(f"skypile eval {args.command}", e)

@@ -3,19 +3,20 @@
 Writes ``model.safetensors`` (our weights under Hugging Face names, same layout), a
 ``config.json`` that ``transformers`` loads as a Llama, ``generation_config.json`` and the
 tokenizer files (``tokenizer.json`` built from the SentencePiece model, plus the model
-itself). No network and no ``transformers`` model code are needed to write it.
+itself). No network and no ``transformers`` model code are needed to write it. The flags
+are the fields of ``config.ExportConfig``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-
-from skypile.trainer import lm as lmlib
+from skypile import config as cfglib
+from skypile.cli.subcommands import fail
+from skypile.trainer import cli, loading
 from skypile.trainer import model as modellib
+from skypile.trainer.config import ExportConfig
 
 
 def export_hf(checkpoint: str, tokenizer: str | None, output: str, dtype: str = "float32") -> Path:
@@ -26,16 +27,16 @@ def export_hf(checkpoint: str, tokenizer: str | None, output: str, dtype: str = 
 
     src = Path(checkpoint)
     if not src.exists():
-        raise lmlib.ModelLoadError(f"{checkpoint}: no such checkpoint")
-    run, step = lmlib.find_checkpoint(src)
-    cfg = lmlib.run_config(run)
-    tok_path = tokenizer or lmlib.tokenizer_of_run(cfg)
+        raise loading.ModelLoadError(f"{checkpoint}: no such checkpoint")
+    run, step = loading.find_checkpoint(src)
+    cfg = loading.run_config(run)
+    tok_path = tokenizer or loading.tokenizer_of_run(cfg)
     tok = Tokenizer(tok_path)
-    model = lmlib.load_skypile_weights(step, cfg)
+    model = loading.load_skypile_weights(step, cfg)
     if tok.vocab_size > model.cfg.vocab_size:
-        raise lmlib.ModelLoadError(f"tokenizer {tok_path} has {tok.vocab_size} pieces, the model "
-                                   f"only {model.cfg.vocab_size}")
-    dt = lmlib._dtype(dtype)
+        raise loading.ModelLoadError(f"tokenizer {tok_path} has {tok.vocab_size} pieces, "
+                                     f"the model only {model.cfg.vocab_size}")
+    dt = loading.torch_dtype(dtype)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(dt).contiguous().clone() for k, v in modellib.hf_state_dict(model).items()}
@@ -51,16 +52,11 @@ def export_hf(checkpoint: str, tokenizer: str | None, output: str, dtype: str = 
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="skypile export", description=__doc__.split("\n\n")[0])
+def _parser() -> cli.Parser:
+    ap = cli.Parser(prog="skypile export", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="format", metavar="{hf}")
-    p = sub.add_parser("hf", help="Hugging Face LlamaForCausalLM folder (safetensors + config)")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="a skypile train run folder (its latest step) or one step-N folder")
-    p.add_argument("--tokenizer", default=None, metavar="MODEL",
-                   help="SentencePiece model (default: the one in the run's shard manifest)")
-    p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
+    cfglib.add_flags(sub.add_parser(
+        "hf", help="Hugging Face LlamaForCausalLM folder (safetensors + config)"), ExportConfig)
     return ap
 
 
@@ -73,9 +69,9 @@ def run(argv: list[str] | None = None) -> int:
         ap.print_help()
         return 2
     try:
-        out = export_hf(args.checkpoint, args.tokenizer, args.output, args.dtype)
-    except (lmlib.ModelLoadError, TokenizerError) as e:
-        print(f"skypile export hf: error: {e}", file=sys.stderr)
-        return 2
+        cfg = cfglib.from_args(ExportConfig, args)
+        out = export_hf(cfg.checkpoint, cfg.tokenizer, cfg.output, cfg.dtype)
+    except (cfglib.ConfigError, loading.ModelLoadError, TokenizerError) as e:
+        return fail("skypile export hf", e)
     print(f"written: {out} (load with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return 0

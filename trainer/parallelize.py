@@ -1,8 +1,9 @@
 """Parallelism applied to a built model: activation checkpointing, compile, FSDP2 / ZeRO-1.
 
-The model code knows nothing of this; ``parallelize`` wraps what it is given, and
-``pipeline_stage`` cuts a full model down to one pipeline stage's layers (the layer dict
-keeps the full model's names, so checkpoints move between pipelined and plain runs).
+The model code knows nothing of this; ``parallelize`` wraps what it is given (a whole model,
+or one pipeline stage: trainer/pipeline.py calls it per stage), and ``pipeline_stage`` cuts
+a full model down to one pipeline stage's layers (the layer dict keeps the full model's
+names, so checkpoints move between pipelined and plain runs).
 """
 
 from __future__ import annotations
@@ -44,7 +45,16 @@ def clip_grad_norm_across(model: nn.Module, max_norm: float, group) -> float:
     return float(norm)
 
 
+def uses_fsdp(cfg: ParallelConfig, world: int) -> bool:
+    """Whether FSDP2 shards the model: asked for, more than one process, and neither ZeRO-1
+    nor pipeline stages (those replicate the weights)."""
+    return world > 1 and cfg.fsdp and not cfg.zero1 and cfg.pp == 1
+
+
 def parallelize(model: nn.Module, cfg: ParallelConfig, world: int) -> nn.Module:
+    """Wrap ``model`` for ``world`` data-parallel replicas: per-block activation
+    checkpointing and compile, then FSDP2 (bf16 policy with ``cfg.bf16``) or DDP.
+    ``world=1`` applies only the per-block wrappers."""
     if cfg.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
@@ -53,7 +63,7 @@ def parallelize(model: nn.Module, cfg: ParallelConfig, world: int) -> nn.Module:
     if cfg.compile:
         for name, block in list(model.layers.items()):
             model.layers[name] = torch.compile(block)
-    if world > 1 and cfg.fsdp and not cfg.zero1:
+    if uses_fsdp(cfg, world):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \

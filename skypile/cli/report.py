@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import glob
 import gzip
 import json
 import shutil
-import sys
 from pathlib import Path
 
+from skypile import config as cfglib
+from skypile.cli.subcommands import arg, fail
+from skypile.jobs.scoring import PerplexityConfig
+from skypile.jobs.web import WebConfig
+from skypile.text.cutoffs import read_cutoffs
+
+PROG = "skypile report"
 PIPELINES = ("web", "code", "dedup", "tokenize")
 
 
@@ -62,14 +69,17 @@ def read_perplexities(folder: Path, limit: int = 200_000) -> dict[str, list[floa
     return out
 
 
-def bucket_cutoffs(path: Path, web_config: Path) -> dict[str, tuple[float, float]]:
+def bucket_cutoffs(table: dict[str, list[float]], cfg: PerplexityConfig) -> dict[str, tuple[float, float]]:
     """language -> (head | middle, middle | tail) perplexity, at the run's percentiles."""
-    from skypile.classifiers.perplexity import PerplexityConfig, read_cutoffs
+    head, middle = cfg.head_percentile, cfg.middle_percentile
+    return {lang: (row[head], row[middle]) for lang, row in table.items()}
 
-    ppl_cfg = json.loads(web_config.read_text()).get("perplexity", {}) if web_config.exists() else {}
-    head = ppl_cfg.get("head_percentile", PerplexityConfig.head_percentile)
-    middle = ppl_cfg.get("middle_percentile", PerplexityConfig.middle_percentile)
-    return {lang: (row[head], row[middle]) for lang, row in read_cutoffs(str(path)).items()}
+
+def _perplexity_config(web_config: Path) -> PerplexityConfig:
+    """The run's perplexity settings, from the web run's saved config (defaults without one)."""
+    if not web_config.exists():
+        return PerplexityConfig()
+    return cfglib.load(WebConfig, str(web_config)).perplexity
 
 
 def perplexity_plot(ppl: dict[str, list[float]], cutoffs: dict, out: Path) -> Path:
@@ -144,7 +154,10 @@ def build(run: Path, out: Path) -> Path:
     cut_file = run / "models" / "cutoff.csv"
     ppl = read_perplexities(run / "web")
     if ppl:
-        cuts = bucket_cutoffs(cut_file, run / "web" / "config.json") if cut_file.exists() else {}
+        cuts = {}
+        if cut_file.exists():
+            cuts = bucket_cutoffs(read_cutoffs(str(cut_file)),
+                                  _perplexity_config(run / "web" / "config.json"))
         img = perplexity_plot(ppl, cuts, out)
         parts += ["## Perplexity of the scored web documents, with the bucket cutoffs", "",
                   f"![perplexity]({img.name})", ""]
@@ -177,16 +190,27 @@ def build(run: Path, out: Path) -> Path:
     return report
 
 
+@dataclasses.dataclass(kw_only=True)
+class ReportCommand:
+    """What ``skypile report`` is told: where the chain wrote, where the report goes."""
+
+    run: str = arg(metavar="DIR")
+    """the folder the chain wrote (e.g. out/demo)"""
+    output: str | None = arg(None, metavar="DIR")
+    """default: RUN/report"""
+
+
 def run(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="skypile report", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                  epilog="Sections whose inputs are missing are left out.")
-    ap.add_argument("--run", required=True, metavar="DIR", help="the folder the chain wrote (e.g. out/demo)")
-    ap.add_argument("--output", default=None, metavar="DIR", help="default: RUN/report")
-    args = ap.parse_args(argv)
-    run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        print(f"skypile report: error: {run_dir} is not a folder", file=sys.stderr)
-        return 2
-    path = build(run_dir, Path(args.output) if args.output else run_dir / "report")
+    cfglib.add_flags(ap, ReportCommand)
+    try:
+        cfg = cfglib.from_args(ReportCommand, ap.parse_args(argv))
+        run_dir = Path(cfg.run)
+        if not run_dir.is_dir():
+            raise cfglib.ConfigError(f"{run_dir} is not a folder")
+        path = build(run_dir, Path(cfg.output) if cfg.output else run_dir / "report")
+    except (cfglib.ConfigError, OSError) as e:
+        return fail(PROG, e)
     print(f"written: {path}")
     return 0

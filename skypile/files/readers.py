@@ -18,7 +18,8 @@ from typing import Any, BinaryIO, Iterator
 
 import fsspec
 
-from skypile.document import Reject, stable_id
+from skypile.document import Origin, Reject, stable_id
+from skypile.text.chars import preview
 
 STAGE = "read"
 
@@ -198,6 +199,21 @@ _TRAILER = re.compile(rb"\r?\n$")
 _AFTER_BODY = re.compile(rb"(?:\r?\n)*WARC/")
 
 
+@dataclasses.dataclass(slots=True)
+class _Head:
+    """A parsed WARC record header, as the body and record steps need it."""
+
+    start: int
+    body_start: int
+    headers: dict[str, str]
+    rid: str
+    rtype: str
+    url: str
+    doc_id: str
+    where: dict
+    length: int  # declared Content-Length, -1 when missing or invalid
+
+
 class _WarcParser:
     """Parses WARC records from a byte stream, gzip-member aware, never raising.
 
@@ -317,6 +333,16 @@ class _WarcParser:
         return True
 
     def _one_record(self) -> Iterator[RawRecord | Reject]:
+        """One record in three steps: its header, the real end of its body, the record."""
+        head = yield from self._header()
+        if head is None:
+            return
+        got = yield from self._body(head)
+        if got is not None:
+            yield from self._record(head, *got)
+
+    def _header(self) -> Iterator[Reject]:
+        """Parse the next record's header; returns a _Head, or None (a reject was yielded)."""
         start = self.base
         head_end, sep = _header_end(self.buf)
         while head_end < 0 and len(self.buf) <= self.opts.max_header_bytes and self._fill():
@@ -325,76 +351,80 @@ class _WarcParser:
             reason = self._reason_at_eof("truncated") if self.done else "bad-header"
             yield file_reject(self.path, reason, self._offset(start))
             self._consume(5)  # past "WARC/", then resynchronise
-            return
+            return None
         cut = self._cut_within(start, start + head_end + sep)
         if cut:
             yield file_reject(self.path, cut[1], cut[2])
             self._consume(cut[0] - self.base)
-            return
+            return None
         headers = _parse_warc_headers(bytes(self.buf[:head_end]))
-        body_start = head_end + sep
-        rtype = headers.get("warc-type", "").lower()
-        url = headers.get("warc-target-uri", "").strip().strip("<>")
         rid = headers.get("warc-record-id", "").strip()
-        doc_id = stable_id(rid) if rid else stable_id(self.path, str(self._offset(start)))
-        where = {"file": self.path, "offset": self._offset(start)}
-        is_doc = rtype in _DOC_TYPES
         try:
             length = int(headers.get("content-length", ""))
-            if length < 0:
-                raise ValueError
         except ValueError:
             length = -1
+        return _Head(
+            start=start, body_start=head_end + sep, headers=headers, rid=rid,
+            rtype=headers.get("warc-type", "").lower(),
+            url=headers.get("warc-target-uri", "").strip().strip("<>"),
+            doc_id=stable_id(rid) if rid else stable_id(self.path, str(self._offset(start))),
+            where={"file": self.path, "offset": self._offset(start)},
+            length=max(length, -1))
 
+    def _reject_body(self, head: "_Head", reason: str, body: bytes, **detail) -> Iterator[Reject]:
+        """A damaged body: a document record becomes a reject keeping what arrived."""
+        if head.rtype in _DOC_TYPES:
+            self.stats.records += 1
+            yield Reject.of(Origin(head.doc_id, head.url, self.path), STAGE, reason,
+                            text=preview(body), **detail)
+        else:
+            yield file_reject(self.path, reason, detail["offset"], warc_type=head.rtype)
+
+    def _body(self, head: "_Head") -> Iterator[Reject]:
+        """Find where the body really ends; returns (body, length mismatch or None), or None."""
+        body_start, length = head.body_start, head.length
         if length > self.opts.max_record_bytes:
             self._skip_bytes(body_start + length)
-            if is_doc:
+            if head.rtype in _DOC_TYPES:
                 self.stats.records += 1
-                yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:too-large",
-                             source=self.path, detail={**where, "bytes": length,
-                                                       "cap": self.opts.max_record_bytes})
+                yield Reject.of(Origin(head.doc_id, head.url, self.path), STAGE, "too-large",
+                                **head.where, bytes=length, cap=self.opts.max_record_bytes)
             else:
-                self.stats.skip(rtype or "unknown")
-            return
-
+                self.stats.skip(head.rtype or "unknown")
+            return None
         end = body_start + length
-        flagged = None
         self._need(end + 16)
-        cut = self._cut_within(start, start + max(end, body_start))
-        if cut:
-            # the record's gzip member is damaged: keep what arrived in a reject
+        cut = self._cut_within(head.start, head.start + max(end, body_start))
+        if cut:  # the record's gzip member is damaged: keep what arrived in a reject
             body = bytes(self.buf[body_start:cut[0] - self.base])
-            if is_doc:
-                self.stats.records += 1
-                yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:{cut[1]}",
-                             text=_preview(body), source=self.path,
-                             detail={"file": self.path, "offset": cut[2], "declared": length,
-                                     "available": len(body)})
-            else:
-                yield file_reject(self.path, cut[1], cut[2], warc_type=rtype)
+            yield from self._reject_body(head, cut[1], body, file=self.path, offset=cut[2],
+                                         declared=length, available=len(body))
             self._consume(max(cut[0] - self.base, body_start))
-            return
+            return None
+        flagged = None
         if length < 0 or not self._looks_like_end(end):
             # the declared length does not land on a record boundary: find the real one
             real = self._scan_for_next_record(body_start)
             if real is None:
                 body = bytes(self.buf[body_start:])
                 reason = self._reason_at_eof("content-length-overrun")
-                if is_doc:
-                    self.stats.records += 1
-                    yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:{reason}",
-                                 text=_preview(body), source=self.path,
-                                 detail={**where, "declared": length, "available": len(body)})
-                else:
-                    yield file_reject(self.path, reason, where["offset"], warc_type=rtype)
+                yield from self._reject_body(head, reason, body, **head.where,
+                                             declared=length, available=len(body))
                 self._consume(len(self.buf))
-                return
+                return None
             flagged = {"declared": length, "actual": real - body_start}
             end = real
         body = bytes(self.buf[body_start:end])
         if flagged:  # the scan stopped at the line break before the next record
             body = _TRAILER.sub(b"", body)
         self._consume(end)
+        return body, flagged
+
+    def _record(self, head: "_Head", body: bytes, flagged: dict | None
+                ) -> Iterator[RawRecord | Reject]:
+        """A complete record: skipped (not a document), rejected, or a RawRecord."""
+        rtype, url, headers, where = head.rtype, head.url, head.headers, head.where
+        is_doc = rtype in _DOC_TYPES
         if is_doc and rtype == "resource" and url and not _WEB_URL.match(url):
             # crawler bookkeeping stored as resources (wget's log and arguments)
             is_doc, rtype = False, "resource-non-web"
@@ -402,11 +432,11 @@ class _WarcParser:
             self.stats.skip(rtype or "unknown")
             return
         self.stats.records += 1
+        origin = Origin(head.doc_id, url, self.path)
         if not url:
-            yield Reject(id=doc_id, url="", stage=STAGE, reason=f"{STAGE}:no-target-uri",
-                         text=_preview(body), source=self.path, detail=where)
+            yield Reject.of(origin, STAGE, "no-target-uri", text=preview(body), **where)
             return
-        meta = {"warc_record_id": rid, "warc_date": headers.get("warc-date", ""), **where}
+        meta = {"warc_record_id": head.rid, "warc_date": headers.get("warc-date", ""), **where}
         if flagged:
             meta["warc_length_mismatch"] = flagged
         ctype = headers.get("content-type", "").lower()
@@ -420,14 +450,13 @@ class _WarcParser:
         if headers.get("warc-identified-payload-type"):
             meta["identified_type"] = headers["warc-identified-payload-type"]
         if self.opts.text_only and kind != "text":
-            yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:needs-extraction",
-                         source=self.path, detail=where)
+            yield Reject.of(origin, STAGE, "needs-extraction", **where)
             return
         if isinstance(body, str) and not body.strip():
-            yield Reject(id=doc_id, url=url, stage=STAGE, reason=f"{STAGE}:empty-text",
-                         source=self.path, detail=where)
+            yield Reject.of(origin, STAGE, "empty-text", **where)
             return
-        yield RawRecord(id=doc_id, url=url, source=self.path, kind=kind, body=body, metadata=meta)
+        yield RawRecord(id=head.doc_id, url=url, source=self.path, kind=kind, body=body,
+                        metadata=meta)
 
     def _looks_like_end(self, end: int) -> bool:
         """True when a declared body end is followed by the next record or by the file end."""
@@ -459,8 +488,6 @@ class _WarcParser:
             n -= k
 
 
-def _preview(body: bytes) -> str:
-    return body[:1 << 20].decode("utf-8", "replace")
 
 
 def _header_end(buf: bytearray) -> tuple[int, int]:

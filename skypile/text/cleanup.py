@@ -13,8 +13,9 @@ import collections
 import dataclasses
 import re
 import unicodedata
+from skypile.text.chars import CJK
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+_CJK = CJK
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?|\d+(?:[.,]\d+)*")
 _TERMINAL = tuple(".!?。！？…\"”’)）」』:：;；")
 

@@ -19,10 +19,13 @@ import urllib.parse
 
 import numpy as np
 
+from skypile.document import Document, Reject
+from skypile.text.chars import CJK, CJK_CHARS
+
 # ---- one normalisation for matching -----------------------------------------------------
 
-_CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_CJK = re.compile(f"[{_CJK_CHARS}]")
+_CJK_CHARS = CJK_CHARS
+_CJK = CJK
 _TOKENS = re.compile(f"[{_CJK_CHARS}]|[^\\s{_CJK_CHARS}]+")
 _SPACE = re.compile(r"\s+")
 
@@ -255,3 +258,25 @@ class DedupConfig:
     exact: ExactConfig = dataclasses.field(default_factory=ExactConfig)
     minhash: MinHashConfig = dataclasses.field(default_factory=MinHashConfig)
     semantic: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)
+
+
+# ---- the blocks stage --------------------------------------------------------------------
+
+class CutBlocks:
+    """The ``blocks`` stage: a Document and the corpus's frequent-block table in; the
+    Document with those lines cut (``blocks_removed_chars``), or a Reject
+    (blocks:mostly-boilerplate) when too much of it, or all its text, was boilerplate."""
+
+    def __init__(self, cfg: BlocksConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Document, frequent: set[bytes] | dict) -> Document | Reject:
+        text, removed = cut_blocks(doc.text, frequent, self.cfg)
+        share = min(removed / max(len(doc.text), 1), 1.0)  # separators count too
+        if removed and (share > self.cfg.max_removed_fraction or not text.strip()):
+            return Reject.of(doc, "blocks", "mostly-boilerplate",
+                             removed_fraction=round(share, 3))
+        if removed:
+            doc.metadata["blocks_removed_chars"] = removed
+            doc.text = text
+        return doc

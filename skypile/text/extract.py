@@ -18,9 +18,10 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from skypile.files import payload
+from skypile.text.chars import preview
 from skypile.text.cleanup import CleanupConfig, clean_text, units
 from skypile.document import Document, Reject
 from skypile.files.readers import RawRecord
@@ -237,17 +238,17 @@ def nesting_depth(html: str, limit: int) -> int:
 class Extractor:
     """Turns RawRecords into Documents or Rejects. Holds the sandbox; reuse one per worker."""
 
-    def __init__(self, cfg: ExtractConfig | None = None, gate_langs: tuple[str, ...] = ()):
-        """``gate_langs``: the resolved language gate (empty: off; see ExtractConfig.lang_gate)."""
+    def __init__(self, cfg: ExtractConfig | None = None,
+                 gate: Callable[[str], tuple[str, float]] | None = None,
+                 gate_langs: tuple[str, ...] = ()):
+        """``gate``: a language identifier, text -> (lang, probability), injected by the
+        caller from the configured model (the core does not load models); ``gate_langs``:
+        the languages the gate lets through (empty: no gate; see ExtractConfig.lang_gate)."""
         self.cfg = cfg or ExtractConfig()
         self.limits = payload.Limits(max_payload_bytes=self.cfg.max_page_bytes)
         self._sandbox = Sandbox(self.cfg.timeout_s) if self.cfg.sandbox else None
         self.gate_langs = tuple(gate_langs)
-        self._lid = None
-        if self.gate_langs:
-            from skypile.classifiers.langid import LangId
-
-            self._lid = LangId()
+        self._lid = gate if self.gate_langs else None
 
     def close(self) -> None:
         if self._sandbox is not None:
@@ -318,7 +319,7 @@ class Extractor:
         sample = rough_text(html)
         if len(sample) < 200:  # too little to be sure of anything: let trafilatura look
             return
-        lang, score = self._lid.top(sample)
+        lang, score = self._lid(sample)
         if lang not in self.gate_langs and score >= self.cfg.lang_gate_min_score:
             raise ExtractError("lang-gate", lang=lang, lang_score=round(score, 4))
 
@@ -407,7 +408,7 @@ def _where(rec: RawRecord) -> dict[str, Any]:
 
 
 def _preview(body: bytes | str) -> str:
-    """What a reject keeps of the record: its text, capped at 1 MiB."""
-    if isinstance(body, str):
-        return body[:1 << 20]
-    return payload.strip_control(body[:1 << 20].decode("utf-8", "replace"))
+    """What a reject keeps of the record: its text, capped (control characters of raw bytes
+    stripped, as extraction would)."""
+    text = preview(body)
+    return text if isinstance(body, str) else payload.strip_control(text)

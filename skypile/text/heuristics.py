@@ -10,8 +10,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+from skypile.text.chars import HAN
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK = HAN
 _ZH_PUNCT = set("，。！？；：、“”‘’（）《》【】…—")
 _WORDS = re.compile(r"\S+")
 _BULLETS = ("•", "-", "*", "·", "‣", "●", "◦", "▪")

@@ -20,13 +20,14 @@ from typing import Iterable, Iterator
 from skypile.tokens import spm_model
 from skypile.files.output import expand_inputs
 from skypile.files.readers import RawRecord, ReaderOptions, UnreadableFile, read_file
+from skypile.text.chars import HAN, HAN_CHARS
 
 LOG = logging.getLogger("skypile")
 
 # Chinese characters and the symbols of Chinese text (CJK punctuation, full-width forms)
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_HAN = HAN
 _ZH_SYMBOL = re.compile(r"[\u3000-\u303f\uff00-\uffef\u2018-\u201f\u2026\u00b7]")
-_HAN_WORD = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}$")
+_HAN_WORD = re.compile(f"^[{HAN_CHARS}]{{2,}}$")
 
 
 class TokenizerError(ValueError):
@@ -66,7 +67,9 @@ def iter_texts(patterns: Iterable[str], text_field: str = "text",
 # ---- training ---------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class TrainConfig:
+class TokenizerTrainConfig:
+    """How :func:`train` makes the base BPE model (``skypile tokenizer train``)."""
+
     vocab_size: int = 32000
     """Pieces in the base model, special and byte pieces included."""
     sample_bytes: int = 200 * 1024 * 1024
@@ -91,7 +94,7 @@ def llama_style_options(vocab_size: int) -> dict:
                 unk_surface=" \u2047 ", train_extremely_large_corpus=False)
 
 
-def train(patterns: list[str], output_prefix: str, cfg: TrainConfig,
+def train(patterns: list[str], output_prefix: str, cfg: TokenizerTrainConfig,
           text_field: str = "text") -> Path:
     """Train a base BPE model; writes PREFIX.model and PREFIX.vocab."""
     import sentencepiece as spm

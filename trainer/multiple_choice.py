@@ -3,7 +3,8 @@
 Each question becomes a k-shot prompt (the subject's first k dev questions with their
 answers, then the question and the answer cue); the model's choice is the letter A-D whose
 continuation has the highest log-likelihood. When a prompt would not fit the model's
-context, shots are dropped (the number used is reported).
+context, shots are dropped (the number used is reported). ``skypile eval mc`` runs
+``cmd_mc`` with a ``config.McConfig``.
 
 CSV layouts (as shipped in $SKYPILE_DATA/benchmarks):
   ceval  dev/SUBJECT_dev.csv, val/SUBJECT_val.csv   id,question,A,B,C,D,answer[,explanation]
@@ -21,6 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from skypile.trainer.config import McConfig
+from skypile.trainer.loading import models
+from skypile.trainer.tables import markdown, write_csv
+
 LETTERS = "ABCD"
 
 
@@ -37,7 +42,7 @@ class Bench:
     cue: str  # after the options, before the letter
 
 
-BENCHES = {
+BENCHES = {  # the names are config.BenchName
     "ceval": Bench("dev", "val", "_{split}", "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n", "答案："),
     "cmmlu": Bench("dev", "test", "", "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n", "答案是："),
     "mmlu": Bench("dev", "test", "_{split}",
@@ -140,39 +145,35 @@ def evaluate_subject(lm, bench: str, subject: str, questions: list[Question],
     return correct, len(questions), fewest
 
 
-def cmd_mc(args) -> int:
-    from skypile.trainer.evaluate import markdown, models
-
-    root = Path(args.data)
-    table = subjects(root, args.bench)
-    wanted = [s.strip() for s in args.subjects.split(",") if s.strip()]
+def cmd_mc(cfg: McConfig) -> int:
+    table = subjects(Path(cfg.data), cfg.bench)
+    wanted = [s.strip() for s in cfg.subjects.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in table]
     if unknown:
-        raise BenchError(f"unknown {args.bench} subjects {unknown}; known: {', '.join(table)}")
+        raise BenchError(f"unknown {cfg.bench} subjects {unknown}; known: {', '.join(table)}")
     chosen = {s: table[s] for s in (wanted or table)}
     rows = []
-    for name, lm in models(args):
+    for name, lm in models(cfg):
         total_c = total_n = 0
         for subject, (ev, shot_file) in chosen.items():
             t0 = time.time()
-            qs = read_questions(ev)[:args.limit or None]
-            shots = read_questions(shot_file)[:args.shots] if args.shots and shot_file.exists() else []
-            c, n, used = evaluate_subject(lm, args.bench, subject, qs, shots, len(shots))
+            qs = read_questions(ev)[:cfg.limit or None]
+            shots = read_questions(shot_file)[:cfg.shots] if cfg.shots and shot_file.exists() else []
+            c, n, used = evaluate_subject(lm, cfg.bench, subject, qs, shots, len(shots))
             total_c, total_n = total_c + c, total_n + n
             rows.append([name, subject, n, c, c / n if n else 0.0, used])
-            print(f"[mc] {name} {args.bench}/{subject}: {c}/{n} = {c / max(n, 1):.3f} "
+            print(f"[mc] {name} {cfg.bench}/{subject}: {c}/{n} = {c / max(n, 1):.3f} "
                   f"(>= {used} shots, {time.time() - t0:.1f} s)", file=sys.stderr)
         macro = np.mean([r[4] for r in rows if r[0] == name]) if rows else 0.0
         rows.append([name, "OVERALL (micro)", total_n, total_c, total_c / max(total_n, 1), ""])
         rows.append([name, "AVERAGE (macro)", total_n, total_c, float(macro), ""])
     header = ["model", "subject", "questions", "correct", "accuracy", "min_shots"]
-    text = (f"{args.bench}, {args.shots}-shot, answer log-likelihood (chance = 0.25)\n\n"
+    text = (f"{cfg.bench}, {cfg.shots}-shot, answer log-likelihood (chance = 0.25)\n\n"
             + markdown(header, rows, "{:.3f}"))
     print(text)
-    if args.out:
-        out = Path(args.out)
+    if cfg.out:
+        out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"mc-{args.bench}.md").write_text(text)
-        with open(out / f"mc-{args.bench}.csv", "w", newline="") as f:
-            csv.writer(f).writerows([header] + rows)
+        (out / f"mc-{cfg.bench}.md").write_text(text)
+        write_csv(out / f"mc-{cfg.bench}.csv", [header] + rows)
     return 0

@@ -1,4 +1,4 @@
-"""One loader for every model the evaluation commands score.
+"""One loader for every model the evaluation commands score (and the export reads).
 
 ``load(PATH)`` accepts
   * a training run folder of ``skypile train`` (its latest ``step-N``), or one ``step-N``
@@ -7,7 +7,10 @@
   * any local Hugging Face causal LM folder (``config.json`` with a ``model_type``), ours as
     written by ``skypile export hf`` or anybody's, loaded with ``local_files_only``.
 
-Nothing is downloaded: the Hugging Face hub is switched to offline mode before import.
+Nothing is downloaded: ``offline()`` switches the Hugging Face hub to offline mode before
+``transformers`` is imported (when a model is loaded, not when this module is), and every
+``from_pretrained`` is ``local_files_only``. ``models(cfg)`` loads the ``--model`` list of an
+eval command, one model at a time.
 """
 
 from __future__ import annotations
@@ -16,17 +19,22 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from skypile import config as cfglib
+from skypile.trainer import checkpoint
 from skypile.trainer import model as modellib
+from skypile.trainer.config import ModelsConfig, TrainConfig
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+def offline() -> None:
+    """No downloads: the hub reads these when ``transformers`` is first imported."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 class ModelLoadError(ValueError):
@@ -82,7 +90,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _dtype(name: str) -> torch.dtype:
+def torch_dtype(name: str) -> torch.dtype:
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in table:
         raise ModelLoadError(f"--dtype {name}: use one of {', '.join(table)}")
@@ -100,18 +108,14 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
     """(run folder, step folder) for a run folder or a ``step-N`` folder."""
     if (path / ".metadata").exists():
         return path.parent, path
-    from skypile.trainer.train import latest_checkpoint
-
-    step = latest_checkpoint(path)
+    step = checkpoint.latest_checkpoint(path)
     if step is None:
         raise ModelLoadError(f"{path}: neither a Hugging Face model folder (config.json with "
                              "model_type) nor a skypile train run (step-N checkpoints)")
     return path, step
 
 
-def run_config(run: Path):
-    from skypile.trainer.config import TrainConfig
-
+def run_config(run: Path) -> TrainConfig:
     try:
         return cfglib.from_dict(TrainConfig, json.loads((run / "config.json").read_text()))
     except FileNotFoundError:
@@ -133,19 +137,14 @@ def tokenizer_of_run(cfg) -> str:
     return path
 
 
-def load_skypile_weights(step: Path, cfg) -> modellib.Transformer:
+def load_skypile_weights(step: Path, cfg: TrainConfig) -> modellib.Transformer:
     """Our model on the CPU in float32 with the weights of one DCP checkpoint."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
-
-    model = modellib.build(cfg.model_config(), "cpu")
-    state = {"model": get_model_state_dict(model)}
     import warnings
 
+    model = modellib.build(cfg.model_config(), "cpu")
     with warnings.catch_warnings():  # "no process group: loading on one process" is expected
         warnings.simplefilter("ignore")
-        dcp.load(state, checkpoint_id=str(step))
-    set_model_state_dict(model, state["model"])
+        checkpoint.load_weights(step, model)
     return model.eval()
 
 
@@ -154,7 +153,7 @@ def load(path: str, tokenizer: str | None = None, device: str = "auto",
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{path}: no such model folder")
-    dev, dt = _device(device), _dtype(dtype)
+    dev, dt = _device(device), torch_dtype(dtype)
     if is_hf_dir(p):
         return _load_hf(p, tokenizer, dev, dt)
     run, step = find_checkpoint(p)
@@ -176,6 +175,7 @@ def load(path: str, tokenizer: str | None = None, device: str = "auto",
 
 
 def _load_hf(p: Path, tokenizer: str | None, dev: torch.device, dt: torch.dtype) -> LanguageModel:
+    offline()
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -197,3 +197,12 @@ def _load_hf(p: Path, tokenizer: str | None, dev: torch.device, dt: torch.dtype)
     max_len = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
     return LanguageModel(name=p.name, kind="hf", forward=forward, encode=encode,
                          max_len=max_len, device=dev, vocab_size=model.config.vocab_size)
+
+
+def models(cfg: ModelsConfig) -> Iterator[tuple[str, LanguageModel]]:
+    """(row name, loaded model) for each ``--model``, in order (``--name`` labels them); one
+    model is loaded at a time, when the caller asks for the next."""
+    names = list(cfg.name)
+    for path in cfg.model:
+        lm = load(path, cfg.tokenizer, cfg.device, cfg.dtype)
+        yield (names.pop(0) if names else lm.name), lm

@@ -1,0 +1,57 @@
+"""The tokenize job: what ``skypile tokenize`` can be told, its checks, and the
+per-document ``tokenize`` stage (a document's tokens under its domain and split, or a
+reject). Plain data and functions, no Beam: ``skypile.pipelines.tokenize`` runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from skypile.document import Document, Reject
+from skypile.files.readers import ReaderOptions
+from skypile.tokens.domains import HeldOutConfig, LabelConfig, label
+from skypile.tokens.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass
+class ShardConfig:
+    """Shard sizes (``shards``)."""
+
+    target_tokens: int = 100_000_000
+    """Target tokens per shard; a domain/split gets ceil(tokens / this) shards."""
+    min_doc_tokens: int = 1
+    """Documents with fewer tokens (EOS excluded) are rejected (tokenize:too-short)."""
+
+
+@dataclasses.dataclass
+class TokenizeConfig:
+    """Everything ``skypile tokenize`` can be told (--config FILE, --section.key=value)."""
+
+    shards: ShardConfig = dataclasses.field(default_factory=ShardConfig)
+    labels: LabelConfig = dataclasses.field(default_factory=LabelConfig)
+    held_out: HeldOutConfig = dataclasses.field(default_factory=HeldOutConfig)
+    read: ReaderOptions = dataclasses.field(default_factory=lambda: ReaderOptions(text_only=True))
+    storage_options: dict = dataclasses.field(default_factory=dict)
+    """fsspec options for inputs and the output URL."""
+
+
+def check(cfg: TokenizeConfig) -> None:
+    """Make ``cfg`` one this job can run: its inputs are documents already, so the reader
+    accepts text records only, whatever the config says."""
+    cfg.read.text_only = True
+
+
+class Encoder:
+    """The ``tokenize`` stage: a Document and the held-out ids in; ``((domain, split),
+    (id, tokens + [EOS]))``, or a Reject (tokenize:too-short) when fewer than
+    ``shards.min_doc_tokens`` tokens are left."""
+
+    def __init__(self, model: str, cfg: TokenizeConfig):
+        self.cfg = cfg
+        self._tok = Tokenizer(model)
+
+    def __call__(self, doc: Document, held_out_ids) -> tuple | Reject:
+        ids = self._tok.encode(doc.text)
+        if len(ids) < self.cfg.shards.min_doc_tokens:
+            return Reject.of(doc, "tokenize", "too-short")
+        split = "validation" if doc.id in held_out_ids else "train"
+        return (label(doc, self.cfg.labels), split), (doc.id, ids + [self._tok.eos_id])
