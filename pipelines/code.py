@@ -24,16 +24,17 @@ from skypile.jobs.code import STATS_ORDER, CodeConfig, CodeFilter, check, extens
 from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, StageFn, as_document, chain,
                                       run_command, with_rejects, write_outputs)
 from skypile.pipelines.dedup import ExactDedup, MinHashDedup
+from skypile.files import archives
 from skypile.text import code_filters as codelib
 
 
 class ReadCode(StageFn):
-    def __init__(self, opts: codelib.CodeReadOptions, storage_options: dict):
+    def __init__(self, opts: archives.CodeReadOptions, storage_options: dict):
         self.opts, self.so = opts, storage_options
 
     def process(self, path: str):
         try:
-            for item in codelib.read_code(path, self.opts, self.so):
+            for item in archives.read_code(path, self.opts, self.so):
                 if isinstance(item, Reject):
                     yield self.drop(item)
                 else:

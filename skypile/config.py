@@ -271,7 +271,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 kw["nargs"] = meta.get("nargs", "+")
         if _is_required(f):
             kw["required"] = True
-        elif not kw.get("action", "").startswith("store") and f.default not in (None, "",
+        elif "action" not in kw and f.default not in (None, "",
                                                                                dataclasses.MISSING):
             kw["help"] += f" (default: {f.default})"
         parser.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **kw)

@@ -69,7 +69,7 @@ class Reject:
         )
 
     @classmethod
-    def of(cls, doc: Any, stage: str, reason: str, *, text: str | None = None,
+    def of(cls, doc: Any, stage: str, reason: str, /, *, text: str | None = None,
            **detail: Any) -> "Reject":
         """The one way to reject: ``doc`` (a Document, RawRecord or Origin) by ``stage``.
 

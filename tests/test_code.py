@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from skypile.files import archives
 from skypile.text import code_filters as code
 from skypile.document import Reject
 from skypile.files.readers import RawRecord
@@ -54,7 +55,7 @@ def test_data_formats_are_sampled_deterministically():
 
 
 def items(path, **kw):
-    out = list(code.read_code(str(path), code.CodeReadOptions(**kw)))
+    out = list(archives.read_code(str(path), archives.CodeReadOptions(**kw)))
     return ([r for r in out if isinstance(r, RawRecord)], [r for r in out if isinstance(r, Reject)])
 
 

@@ -4,7 +4,8 @@ import time
 import pytest
 
 from skypile.document import Document, Reject
-from skypile.text.extract import ExtractConfig, Extractor, nesting_depth, unwrap_unknown_root
+from skypile.text.extract import ExtractConfig, Extractor
+from skypile.text.markup import nesting_depth, unwrap_unknown_root
 from skypile.files.readers import RawRecord
 from warcgen import ARTICLE, ARTICLE_ZH, http_response
 
@@ -137,7 +138,7 @@ def test_sandbox_enforces_the_time_budget():
 
 
 def test_rough_text_for_the_language_gate_skips_invisible_parts():
-    from skypile.text.extract import rough_text
+    from skypile.text.markup import rough_text
 
     page = ("<html><head><title>t</title></head><body><script>var a = '<p>no</p>';</script>"
             "<p>Hello &amp; world</p><!-- hidden --><style>p {}</style><svg><text>no</text></svg>"

@@ -173,7 +173,7 @@ FRENCH = ("<html><head><title>Le lac</title><script>var x = 'the the the';</scri
 
 
 def test_cheap_work_first_url_duplicates_and_other_languages_skip_extraction(tmp_path):
-    from skypile.text.extract import rough_text
+    from skypile.text.markup import rough_text
 
     assert "var x" not in rough_text(FRENCH.decode()) and "Nous avons" in rough_text(FRENCH.decode())
     warc = tmp_path / "in.warc.gz"

@@ -12,6 +12,7 @@ import dataclasses
 from skypile.config import ConfigError
 from skypile.document import Document, Reject
 from skypile.files.readers import RawRecord
+from skypile.files import archives
 from skypile.text import code_filters as codelib
 from skypile.text.dedup import ExactConfig, MinHashConfig
 
@@ -34,7 +35,7 @@ class CodeConfig:
 
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
     """Stages to run: code, exact, minhash."""
-    read: codelib.CodeReadOptions = dataclasses.field(default_factory=codelib.CodeReadOptions)
+    read: archives.CodeReadOptions = dataclasses.field(default_factory=archives.CodeReadOptions)
     filter: codelib.CodeFilterConfig = dataclasses.field(default_factory=codelib.CodeFilterConfig)
     dedup: CodeDedupConfig = dataclasses.field(default_factory=CodeDedupConfig)
     storage_options: dict = dataclasses.field(default_factory=dict)

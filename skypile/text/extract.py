@@ -9,20 +9,14 @@ a nesting-depth guard, trafilatura inside a time budget, then the clean-up pass 
 from __future__ import annotations
 
 import dataclasses
-import html as htmllib
-import os
-import pickle
-import re
-import select
-import struct
-import subprocess
-import sys
 import time
 from typing import Any, Callable
 
 from skypile.files import payload
 from skypile.text.chars import preview
 from skypile.text.cleanup import CleanupConfig, clean_text, units
+from skypile.text.markup import fast_metadata, nesting_depth, rough_text, unwrap_unknown_root
+from skypile.text.sandbox import Sandbox, SandboxError
 from skypile.document import Document, Reject
 from skypile.files.readers import RawRecord
 
@@ -74,6 +68,9 @@ class ExtractError(Exception):
 
 # ---- the trafilatura call, in or out of a sandbox -------------------------------------
 
+_TARGET = "skypile.text.extract:_trafilatura"
+"""What the sandbox's child process runs (it imports this module by name)."""
+
 def _trafilatura(html: str, url: str, favor_precision: bool,
                  include_tables: bool, full_metadata: bool = False) -> dict[str, Any] | None:
     import trafilatura
@@ -90,148 +87,6 @@ def _trafilatura(html: str, url: str, favor_precision: bool,
     return {"text": doc.text or "", **fast_metadata(html)}
 
 
-_META = re.compile(r"<meta\s[^>]*>", re.I)
-_ATTR = re.compile(r"""([\w:.-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+)""")
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
-_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_DATE_KEYS = ("article:published_time", "datepublished", "og:published_time", "pubdate",
-              "publishdate", "date", "dc.date", "dc.date.issued", "dcterms.date",
-              "dcterms.created", "sailthru.date", "article:modified_time", "datemodified")
-
-
-def fast_metadata(html: str, scan: int = 200_000) -> dict[str, str]:
-    """Title, site name and date from the page head (meta tags, <title>): no htmldate run.
-
-    trafilatura's own metadata pass (with_metadata, htmldate) costs more than the text
-    extraction itself; ``extract.metadata = full`` still uses it.
-    """
-    head = html[:scan]
-    metas: dict[str, str] = {}
-    for tag in _META.findall(head):
-        attrs = {k.lower(): v.strip("\"'") for k, v in _ATTR.findall(tag)}
-        key = (attrs.get("property") or attrs.get("name") or attrs.get("itemprop") or "").lower()
-        if key and "content" in attrs and key not in metas:
-            metas[key] = htmllib.unescape(attrs["content"]).strip()
-    title = metas.get("og:title") or metas.get("twitter:title") or ""
-    if not title and (m := _TITLE.search(head)):
-        title = _SPACES.sub(" ", htmllib.unescape(_ANY_TAG.sub(" ", m.group(1)))).strip()
-    date = ""
-    for key in _DATE_KEYS:
-        if key in metas and (m := _DAY.search(metas[key])):
-            date = "-".join(m.groups())
-            break
-    return {"title": title[:500], "date": date,
-            "sitename": (metas.get("og:site_name") or metas.get("application-name") or "")[:200]}
-
-
-def _send(stream, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("<Q", len(data)))
-    stream.write(data)
-    stream.flush()
-
-
-def _recv(stream):
-    head = stream.read(8)
-    if len(head) < 8:
-        raise EOFError
-    (n,) = struct.unpack("<Q", head)
-    data = stream.read(n)
-    if len(data) < n:
-        raise EOFError
-    return pickle.loads(data)
-
-
-def _child_main() -> None:  # pragma: no cover - runs in the child process
-    import logging
-    logging.disable(logging.CRITICAL)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but our frames may reach the pipe
-    while True:
-        try:
-            args = _recv(stdin)
-        except EOFError:
-            return
-        try:
-            _send(stdout, ("ok", _trafilatura(*args)))
-        except Exception as e:  # sent back and turned into a reject reason, never lost
-            _send(stdout, ("error", f"{type(e).__name__}: {e}"[:200]))
-
-
-class Sandbox:
-    """One long-lived child process running trafilatura, killed when a page overruns.
-
-    The child is a plain ``python -c`` subprocess (not multiprocessing), so it works under
-    any main module, inside Beam workers and from notebooks. It starts lazily (Beam
-    pickles the DoFn that owns it) and is restarted after a kill.
-    """
-
-    def __init__(self, timeout_s: float):
-        self.timeout_s = timeout_s
-        self._proc: subprocess.Popen | None = None
-
-    def _start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from skypile.text.extract import _child_main; _child_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-
-    def run(self, *args) -> dict[str, Any] | None:
-        if self._proc is None or self._proc.poll() is not None:
-            self._start()
-        try:
-            _send(self._proc.stdin, args)
-            ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout_s)
-            if not ready:
-                self.close()
-                raise ExtractError("timeout", budget_s=self.timeout_s)
-            status, value = _recv(self._proc.stdout)
-        except (EOFError, BrokenPipeError, ConnectionError, pickle.UnpicklingError):
-            self.close()  # the child died (out of memory, a crash inside lxml)
-            raise ExtractError("extractor-crashed") from None
-        if status == "error":
-            raise ExtractError("extractor-error", error=value)
-        return value
-
-    def close(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-            for stream in (self._proc.stdin, self._proc.stdout):
-                stream.close()
-        self._proc = None
-
-    def __getstate__(self):
-        return {"timeout_s": self.timeout_s}
-
-    def __setstate__(self, state):
-        self.__init__(state["timeout_s"])
-
-
-# ---- guards -----------------------------------------------------------------------------
-
-_TAG = re.compile(r"<(/?)(?:div|span|table|td|tr|ul|ol|li|section|article|blockquote|font|b|i|"
-                  r"em|strong|p|a|center|form|dl|dd|nav|header|footer|main|aside)[\s>]", re.I)
-
-
-def nesting_depth(html: str, limit: int) -> int:
-    """Depth of nested container tags, counted until it passes ``limit``.
-
-    Unclosed tags on sloppy pages make this an over-estimate; the limit is set far above
-    what real pages reach.
-    """
-    if html.count("<") <= limit:  # too few tags to nest that deep
-        return 0
-    depth = peak = 0
-    for m in _TAG.finditer(html):
-        depth = depth - 1 if m.group(1) else depth + 1
-        if depth > peak:
-            peak = depth
-            if peak > limit:
-                break
-        depth = max(depth, 0)
-    return peak
-
 
 # ---- the stage ----------------------------------------------------------------------------
 
@@ -246,7 +101,7 @@ class Extractor:
         the languages the gate lets through (empty: no gate; see ExtractConfig.lang_gate)."""
         self.cfg = cfg or ExtractConfig()
         self.limits = payload.Limits(max_payload_bytes=self.cfg.max_page_bytes)
-        self._sandbox = Sandbox(self.cfg.timeout_s) if self.cfg.sandbox else None
+        self._sandbox = Sandbox(self.cfg.timeout_s, _TARGET) if self.cfg.sandbox else None
         self.gate_langs = tuple(gate_langs)
         self._lid = gate if self.gate_langs else None
 
@@ -260,9 +115,8 @@ class Extractor:
             doc = self._extract(rec)
         except (ExtractError, payload.PayloadError) as e:
             keep_text = e.reason not in _NO_TEXT_REASONS
-            return Reject(id=rec.id, url=rec.url, stage=STAGE, reason=f"{STAGE}:{e.reason}",
-                          text=_preview(rec.body) if keep_text else "", source=rec.source,
-                          detail={**e.detail, **_where(rec)})
+            return Reject.of(rec, STAGE, e.reason, text=_preview(rec.body) if keep_text else "",
+                             **e.detail, **_where(rec))
         doc.metadata["extract_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return doc
 
@@ -325,7 +179,12 @@ class Extractor:
 
     def _run(self, html: str, url: str, favor_precision: bool) -> dict[str, Any] | None:
         args = (html, url, favor_precision, self.cfg.include_tables, self.cfg.metadata == "full")
-        return self._sandbox.run(*args) if self._sandbox else _trafilatura(*args)
+        if self._sandbox is None:
+            return _trafilatura(*args)
+        try:
+            return self._sandbox.run(*args)
+        except SandboxError as e:
+            raise ExtractError(e.reason, **e.detail) from None
 
     def _from_html(self, rec: RawRecord, html: str, meta: dict) -> Document:
         html = unwrap_unknown_root(html)
@@ -352,55 +211,6 @@ class Extractor:
         if not result:
             return "", {}
         return clean_text(result["text"], result["title"], self.cfg.cleanup)
-
-
-_INVISIBLE_OPEN = re.compile(r"<(script|style|noscript|template|svg|head)\b|<!--", re.I)
-_ANY_TAG = re.compile(r"<[^>]*>")
-_SPACES = re.compile(r"\s+")
-
-
-def _drop_invisible(html: str) -> str:
-    """Scripts, styles, the head and comments cut out in one linear pass (an element that
-    is never closed hides the rest of the page, as it would in a browser)."""
-    low, out, pos = html.lower(), [], 0
-    while (m := _INVISIBLE_OPEN.search(html, pos)) is not None:
-        out.append(html[pos:m.start()])
-        if m.group(1) is None:  # a comment
-            end = low.find("-->", m.end())
-            pos = -1 if end < 0 else end + 3
-        else:
-            end = low.find(f"</{m.group(1).lower()}", m.end())
-            pos = -1 if end < 0 else (low.find(">", end) + 1 or len(html))
-        if pos < 0:
-            return " ".join(out)
-        out.append(" ")
-    out.append(html[pos:])
-    return "".join(out)
-
-
-def rough_text(html: str, limit: int = 3000, scan: int = 300_000) -> str:
-    """The visible text of a page, roughly (tags stripped by regex): enough for language id."""
-    text = htmllib.unescape(_ANY_TAG.sub(" ", _drop_invisible(html[:scan])))
-    return _SPACES.sub(" ", text).strip()[:limit]
-
-
-_HTML_ROOTS = re.compile(r"\s*(?:<!--.*?-->\s*)*<(?:!doctype|\?xml|html|head|body|meta|title|"
-                         r"link|script|style|div|table|p|form|center|frameset|base)\b", re.I | re.S)
-_WRAPPER = re.compile(r"\s*<([a-z][\w:-]*)\b[^>]*>", re.I)
-
-
-def unwrap_unknown_root(html: str) -> str:
-    """Swap a non-HTML wrapper element around a page (as some archive dumps add) for <html>.
-
-    lxml treats an unknown root element as the document and the page inside it is lost.
-    """
-    if _HTML_ROOTS.match(html):
-        return html
-    m = _WRAPPER.match(html)
-    if not m:
-        return html
-    close = re.compile(rf"</{re.escape(m.group(1))}\s*>\s*$", re.I)
-    return "<html>" + close.sub("</html>", html[m.end():])
 
 
 def _where(rec: RawRecord) -> dict[str, Any]:

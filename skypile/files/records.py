@@ -1,0 +1,67 @@
+"""What every reader yields and shares: the raw record, the reading options, the counts
+and the reject for a whole file or a byte offset in it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from skypile.document import Origin, Reject, stable_id
+
+STAGE = "read"
+
+
+@dataclasses.dataclass(slots=True)
+class RawRecord:
+    """One record as read, before extraction.
+
+    ``kind`` says what ``body`` holds: ``http`` (a raw HTTP response, headers included),
+    ``html`` (bare page bytes) or ``text`` (already text: WET, JSONL, Parquet).
+    """
+
+    id: str
+    url: str
+    source: str
+    kind: str
+    body: bytes | str
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ReaderOptions:
+    """How files are read. Set from the ``read`` section of the pipeline config."""
+
+    text_field: str = "text"
+    """JSONL/Parquet column with the document text."""
+    id_field: str = "id"
+    """JSONL/Parquet column with the document id (a stable id is made when it is missing)."""
+    url_field: str = "url"
+    """JSONL/Parquet column with the URL, if any."""
+    max_record_bytes: int = 20 * 1024 * 1024
+    """Records larger than this are rejected (``read:too-large``) without being held in memory."""
+    max_header_bytes: int = 64 * 1024
+    """A WARC header block longer than this is treated as corruption."""
+    text_only: bool = False
+    """Accept only text documents (JSONL, Parquet, WET); pages needing extraction are rejected."""
+    parallel_fields: list[str] = dataclasses.field(default_factory=list)
+    """English-Chinese pairs: two JSONL/Parquet fields (e.g. [en, zh]) joined into one
+    document, English first (source_kind=parallel). TSV files are always read as pairs."""
+
+
+@dataclasses.dataclass
+class ReadStats:
+    records: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def skip(self, kind: str) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+
+class UnreadableFile(Exception):
+    """The file as a whole could not be read (missing, permission, not a known format)."""
+
+
+def file_reject(path: str, reason: str, offset: int | None = None, **detail) -> Reject:
+    detail = {"file": path, **({"offset": offset} if offset is not None else {}), **detail}
+    return Reject.of(Origin(stable_id(path, str(offset), reason), "", path), STAGE, reason,
+                     **detail)
