@@ -101,3 +101,35 @@ def test_every_config_field_is_documented():
                 continue  # a section: its own fields carry the docs
             after = src.split(f"    {f.name}:", 1)[1].split("\n", 2)
             assert after[1].strip().startswith('"""'), f"{cls.__name__}.{f.name} has no docstring"
+
+
+def test_an_override_keeps_text_for_a_str_field_and_parses_the_rest():
+    from skypile.jobs.tokenize import TokenizeConfig
+
+    cfg = config.load(TokenizeConfig, None, ["labels.default={lang}", "shards.target_tokens=5",
+                                             "held_out.fraction=0.5"])
+    assert cfg.labels.default == "{lang}"
+    assert cfg.shards.target_tokens == 5 and cfg.held_out.fraction == 0.5
+
+
+def test_flags_from_a_config_type_check_literals_and_bool_defaults():
+    import argparse
+    import dataclasses
+    from typing import Literal
+
+    @dataclasses.dataclass
+    class Cmd:
+        model: list[str] = dataclasses.field(metadata={"metavar": "PATH"})
+        """Models."""
+        bench: Literal["a", "b"] = "a"
+        """Which one."""
+        cache: bool = True
+        """Use the cache."""
+
+    ap = argparse.ArgumentParser(prog="x")
+    config.add_flags(ap, Cmd)
+    cfg = config.from_args(Cmd, ap.parse_args(["--model", "m1", "m2", "--no-cache"]))
+    assert cfg == Cmd(model=["m1", "m2"], bench="a", cache=False)
+    with pytest.raises(config.ConfigError, match="use one of a, b"):
+        config.from_args(Cmd, argparse.Namespace(model=["m"], bench=None, cache=None),
+                         ["bench=c"])
