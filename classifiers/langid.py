@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
-from skypile.jobs.scoring import LangIdConfig  # noqa: F401  (the stage's config)
+from skypile.jobs.scoring import LangIdConfig
 
 
 def bundled_model() -> str:

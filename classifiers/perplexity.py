@@ -21,7 +21,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-from skypile.jobs.scoring import PerplexityConfig  # noqa: F401  (the stage's config)
+from skypile.jobs.scoring import PerplexityConfig
 from skypile.text.cutoffs import read_cutoffs
 
 # ---- CCNet's normalisation -----------------------------------------------------------

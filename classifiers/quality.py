@@ -13,7 +13,6 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Iterable
-from skypile.jobs.scoring import QualityConfig  # noqa: F401  (the stage's config)
 from skypile.text.chars import HAN_CHARS
 
 _CJK = re.compile(f"([{HAN_CHARS}])")

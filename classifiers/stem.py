@@ -1,10 +1,11 @@
 """The STEM / Main split: a fastText classifier for exercises and solutions.
 
-Positives are math word problems with worked solutions (GSM8K train) and exam questions
-(C-Eval and CMMLU dev sets, question + options + explanation); negatives are general text
-(Wikipedia paragraphs and news articles, English and Chinese). Applying it tags
-``metadata.corpus`` as ``stem`` or ``main``, which routes a document into SkyPile-STEM or
-SkyPile-Main (the default label rules map corpus=stem to the ``stem`` domain).
+Trained by ``skypile classifiers train`` (its recipe names the data). Positives are math
+word problems with worked solutions (GSM8K train) and exam questions (C-Eval and CMMLU dev
+sets, question + options + explanation); negatives are general text (Wikipedia paragraphs
+and news articles, English and Chinese). Applying it tags ``metadata.corpus`` as ``stem``
+or ``main``, which routes a document into SkyPile-STEM or SkyPile-Main (the default label
+rules map corpus=stem to the ``stem`` domain).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import csv
 import json
 from pathlib import Path
 
-from skypile.classifiers.quality import Classifier, QualityTrainConfig, train
-from skypile.jobs.scoring import StemConfig  # noqa: F401  (the stage's config)
+from skypile.classifiers.quality import Classifier
+from skypile.jobs.scoring import StemConfig
 
 STEM, MAIN = "__label__stem", "__label__main"
 
@@ -33,13 +34,6 @@ def exam_questions(folder: Path) -> list[str]:
 def gsm8k(path: Path) -> list[str]:
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
     return [f"{r['question']}\n{r['answer']}" for r in rows]
-
-
-def train_from_data(data: Path, negatives: list[str], out_path: str) -> dict:
-    positives = gsm8k(data / "gsm8k/train.jsonl")
-    positives += exam_questions(data / "benchmarks/ceval/dev")
-    positives += exam_questions(data / "benchmarks/cmmlu/dev")
-    return train(positives, negatives, out_path, QualityTrainConfig(), labels=(STEM, MAIN))
 
 
 class Tagger:

@@ -20,7 +20,7 @@ from skypile import config as cfglib
 from skypile.files import output
 from skypile.files.readers import file_reject
 from skypile.document import Reject
-from skypile.jobs.code import STATS_ORDER, CodeConfig, CodeFilter, check, extension
+from skypile.jobs.code import STATS_ORDER, CodeConfig, CodeFilter, check
 from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, StageFn, as_document, chain,
                                       run_command, with_rejects, write_outputs)
 from skypile.pipelines.dedup import ExactDedup, MinHashDedup
@@ -71,9 +71,9 @@ class FilterCode(beam.PTransform):
     def expand(self, records):
         out = records | "Filter" >> with_rejects(ApplyStage(CodeFilter, self.cfg, stage="code"))
         kept = out.docs | "KeptFormats" >> beam.Map(
-            lambda d: (extension(d.metadata["path"]), (1, 1, len(d.text))))
+            lambda d: (codelib.extension(d.metadata["path"]), (1, 1, len(d.text))))
         dropped = out[REJECTS] | "DroppedFormats" >> beam.Map(
-            lambda r: (extension(r.detail["path"]), (1, 0, 0)))
+            lambda r: (codelib.extension(r.detail["path"]), (1, 0, 0)))
         ((kept, dropped) | "Formats" >> beam.Flatten()
          | "SumFormats" >> beam.CombinePerKey(_sum3)
          | "AllFormats" >> beam.combiners.ToList()

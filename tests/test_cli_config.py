@@ -85,15 +85,15 @@ def test_every_config_field_is_documented():
     from skypile.text.dedup import DedupConfig, ExactConfig, SemanticConfig
     from skypile.files.readers import ReaderOptions
     from skypile.text.heuristics import HeuristicThresholds
-    from skypile.classifiers.langid import LangIdConfig
-    from skypile.classifiers.perplexity import KenLMTrainConfig, PerplexityConfig
-    from skypile.classifiers.quality import QualityConfig, QualityTrainConfig
+    from skypile.classifiers.perplexity import KenLMTrainConfig
+    from skypile.classifiers.quality import QualityTrainConfig
+    from skypile.jobs.scoring import LangIdConfig, PerplexityConfig, QualityConfig, StemConfig
     from skypile.text.thresholds import FilterConfig
     from skypile.tokens.tokenizer import TokenizerTrainConfig
     for cls in (WebConfig, ExtractConfig, CleanupConfig, ReaderOptions, DedupConfig,
                 BlocksConfig, MinHashConfig, ExactConfig, SemanticConfig, HeuristicThresholds,
                 LangIdConfig, PerplexityConfig, KenLMTrainConfig, QualityConfig,
-                QualityTrainConfig, FilterConfig, TokenizerTrainConfig):
+                QualityTrainConfig, StemConfig, FilterConfig, TokenizerTrainConfig):
         src = inspect.getsource(cls)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

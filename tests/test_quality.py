@@ -13,9 +13,7 @@ from skypile.document import Document
 from skypile.pipelines.common import local_runner
 from skypile.pipelines.quality import QualityStages
 from skypile.text.thresholds import FilterConfig, decide, quality_group
-from skypile.classifiers.langid import LangIdConfig
-from skypile.classifiers.perplexity import PerplexityConfig
-from skypile.classifiers.quality import QualityConfig
+from skypile.jobs.scoring import LangIdConfig, PerplexityConfig, QualityConfig
 
 EN = ("The committee met on Tuesday to discuss the budget for the coming year, and the "
       "members agreed that the new library should be built before the end of the summer. ") * 3

@@ -17,7 +17,7 @@ import fsspec
 
 from skypile.document import Reject
 # the public names of every reader live in records.py; importers use them from here
-from skypile.files.records import (STAGE, RawRecord, ReaderOptions, ReadStats,  # noqa: F401
+from skypile.files.records import (RawRecord, ReaderOptions, ReadStats,  # noqa: F401
                                    UnreadableFile, file_reject)
 from skypile.files.rows import jsonl_records, parquet_records, text_records, tsv_pairs
 from skypile.files.warc import WarcParser

@@ -64,7 +64,3 @@ class CodeFilter:
                              **{k: meta[k] for k in ("repo", "path", "language")})
         return Document(id=rec.id, text=rec.body, url=rec.url, source=rec.source, metadata=meta)
 
-
-def extension(path: str) -> str:
-    """The lower-case file extension the format report groups by ("" when none)."""
-    return path.rsplit(".", 1)[-1].lower() if "." in path else ""
