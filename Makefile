@@ -14,7 +14,7 @@ export SKYPILE_DATA
 KENLM_BIN   := .cache/kenlm/bin
 export SKYPILE_KENLM_BIN := $(abspath $(KENLM_BIN))
 
-.PHONY: demo test venv kenlm lock bench clean help datatrove-venv
+.PHONY: demo test venv kenlm lock bench clean help datatrove-venv gpu-venv
 
 help:
 	@echo "make demo   - the whole chain on SKYPILE_DATA=$(SKYPILE_DATA) -> $(DEMO_OUT)/report/REPORT.md"
@@ -36,12 +36,34 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The GPU install path (scripts/gpu_check.sh): the lock without its CPU torch, then the
+# CUDA torch of requirements-gpu.txt (PyPI's Linux wheel; GPU_TORCH_INDEX picks another
+# build, e.g. https://download.pytorch.org/whl/cu128), flash-attn when a prebuilt wheel
+# fits, and no KenLM (training does not need it).
+GPU_VENV        ?= .venv-gpu
+GPU_TORCH_INDEX ?=
+gpu-venv: $(GPU_VENV)/.installed
+$(GPU_VENV)/.installed: requirements.lock requirements-gpu.txt pyproject.toml
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -v -E '^(torch|triton|nvidia-|cuda-)' requirements.lock > $(GPU_VENV)/lock-cpu-part.txt
+	$(GPU_VENV)/bin/python -m pip install --quiet --no-deps -r $(GPU_VENV)/lock-cpu-part.txt
+	if [ -n "$(GPU_TORCH_INDEX)" ]; then \
+	  $(GPU_VENV)/bin/python -m pip install --quiet --index-url $(GPU_TORCH_INDEX) "torch==$$(sed -n 's/^torch==//p' requirements-gpu.txt)"; \
+	else $(GPU_VENV)/bin/python -m pip install --quiet -r requirements-gpu.txt; fi
+	$(GPU_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(GPU_VENV)/bin/python -m pip install --quiet --only-binary=:all: flash-attn \
+	  || echo "flash-attn: no prebuilt wheel for this torch/CUDA/Python; training uses SDPA's flash kernel"
+	$(GPU_VENV)/bin/python -c "import torch; assert torch.version.cuda, 'a CPU torch was installed'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+	touch $@
+
 # The demo: the whole chain on the data in SKYPILE_DATA, one file target per step, so a
 # re-run reuses every finished step (delete a step's folder to redo it and what follows).
 #   [1] classifiers  [2] web (every WARC)  [3] code (real code on this machine)
 #   [4] dedup across sources (+ GSM8K train as STEM text)  [5] tokenizer train + extend
 #   [6] token shards + held-out sets  [7] mixtures  [8] Stage-1  [9] Stage-2
 #   [10] perplexity (Table 6) + contamination test (Table 8)  [11] report
+#   [12] inspect: the browsable HTML report (open $(DEMO_OUT)/inspect/index.html)
 DEMO_BASE_VOCAB ?= 8000
 DEMO_ADD_CHARS  ?= 3000
 DEMO_TOTAL      ?= 16384
@@ -51,10 +73,11 @@ SKYPILE         := $(VENV)/bin/skypile
 SITE            = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 DEMO_CODE       ?= trafilatura fsspec datasketch jieba apache_beam/transforms apache_beam/io
 D               := $(DEMO_OUT)
-step            = @echo; echo "== [$(1)/11] $(2)  ($$(date +%H:%M:%S))"
+step            = @echo; echo "== [$(1)/12] $(2)  ($$(date +%H:%M:%S))"
 
-demo: venv kenlm $(D)/report/REPORT.md
+demo: venv kenlm $(D)/report/REPORT.md $(D)/inspect/index.html
 	@echo; echo "== done: $(D)/report/REPORT.md"; sed -n '1,200p' $(D)/report/REPORT.md | grep -E '^(#|\|)' | head -60
+	@echo "== browse the run: open $(D)/inspect/index.html (one self-contained file)"
 
 $(D)/models/web.yaml: | venv kenlm
 	@test -d "$(SKYPILE_DATA)" || { echo "error: SKYPILE_DATA=$(SKYPILE_DATA) is not a folder"; exit 2; }
@@ -133,6 +156,10 @@ $(D)/report/REPORT.md: $(D)/eval/leakage/table8.md
 	$(call step,11,report)
 	$(SKYPILE) report --run $(D)
 
+$(D)/inspect/index.html: $(D)/report/REPORT.md
+	$(call step,12,inspect: browsable HTML report of every step (funnels, sampled rejects, scores, clusters, shards, data card))
+	$(SKYPILE) inspect --run $(D) --output $(D)/inspect
+
 test: venv kenlm
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
@@ -169,4 +196,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .cache
+	rm -rf $(VENV) $(GPU_VENV) out .pytest_cache .cache

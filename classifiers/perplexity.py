@@ -6,12 +6,14 @@ SentencePiece unigram model on it, then an n-gram model on the pieces with KenLM
 ``Scorer`` gives a document's perplexity: paragraphs are normalised and scored one by one,
 and the document's perplexity is 10^(-sum of log10 probabilities / sum of tokens), each
 paragraph counting its pieces plus the end of sentence. Buckets come from per-language
-percentile cutoffs in CCNet's ``cutoff.csv`` format (rows 0-100, one column per language).
+percentile cutoffs in CCNet's ``cutoff.csv`` format (rows 0-99, one column per language),
+with CCNet's strict bounds (``skypile.text.cutoffs.bucket``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 from skypile.jobs.scoring import PerplexityConfig
-from skypile.text.cutoffs import read_cutoffs
+from skypile.text import cutoffs
 
 # ---- CCNet's normalisation -----------------------------------------------------------
 
@@ -131,7 +133,9 @@ class Scorer:
     def __init__(self, cfg: PerplexityConfig):
         self.cfg = cfg
         self._models: dict[str, tuple] = {}
-        self._cutoffs = read_cutoffs(cfg.cutoffs) if cfg.cutoffs else {}
+        self._cutoffs = cutoffs.read_cutoffs(cfg.cutoffs) if cfg.cutoffs else {}
+        if self._cutoffs:
+            cutoffs.check_percentiles(self._cutoffs, cfg.head_percentile, cfg.middle_percentile)
 
     def _load(self, lang: str):
         if lang not in self._models:
@@ -157,17 +161,16 @@ class Scorer:
             length += len(pieces) + 1
         if length == 0:
             return None
-        return round(10.0 ** (-log_score / length), 1)
+        exponent = -log_score / length
+        return math.inf if exponent > 300 else round(10.0 ** exponent, 1)  # no OverflowError
 
     def bucket(self, ppl: float | None, lang: str) -> str | None:
+        """CCNet's bucket of ``ppl`` for ``lang``; None without cutoffs for the language or
+        for a perplexity that is not valid (the threshold step rejects it)."""
         cut = self._cutoffs.get(lang)
         if ppl is None or cut is None:
             return None
-        if ppl <= cut[self.cfg.head_percentile]:
-            return "head"
-        if ppl <= cut[self.cfg.middle_percentile]:
-            return "middle"
-        return "tail"
+        return cutoffs.bucket(ppl, cut, self.cfg.head_percentile, self.cfg.middle_percentile)
 
     def __getstate__(self):
         return {"cfg": self.cfg}

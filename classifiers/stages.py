@@ -41,7 +41,9 @@ class LangIdStage:
 
 class PerplexityStage:
     """``perplexity`` under the document's language model, and its ``bucket`` (head,
-    middle, tail) when the language has cutoffs; nothing for other languages."""
+    middle, tail: CCNet's strict bounds) when the language has cutoffs; nothing for other
+    languages. A perplexity that is not valid (NaN, infinite, negative) gets no bucket, and
+    the threshold step rejects it (perplexity:invalid), as it does one from the input."""
 
     def __init__(self, cfg: PerplexityConfig):
         self._scorer = Scorer(cfg)
@@ -54,6 +56,8 @@ class PerplexityStage:
             bucket = self._scorer.bucket(ppl, lang)
             if bucket:
                 doc.metadata["bucket"] = bucket
+            else:  # a bucket left in the input belongs to another perplexity
+                doc.metadata.pop("bucket", None)
         return doc
 
 

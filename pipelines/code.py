@@ -18,7 +18,7 @@ import apache_beam as beam
 
 from skypile import config as cfglib
 from skypile.files import output
-from skypile.files.readers import file_reject
+from skypile.files.readers import ReadStats, UnreadableFile
 from skypile.document import Reject
 from skypile.jobs.code import STATS_ORDER, CodeConfig, CodeFilter, check
 from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, StageFn, as_document, chain,
@@ -29,22 +29,30 @@ from skypile.text import code_filters as codelib
 
 
 class ReadCode(StageFn):
+    """An input (folder, archive, rows file) in; its files' records out, rejects dropped,
+    links and special files counted as ``read`` skipped (``link``, ``device``), so that
+    files in = kept + rejected + skipped."""
+
     def __init__(self, opts: archives.CodeReadOptions, storage_options: dict):
         self.opts, self.so = opts, storage_options
 
-    def process(self, path: str):
+    def process(self, name: bytes | str):
+        path = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+        rs = ReadStats()
+        readable = True
         try:
-            for item in archives.read_code(path, self.opts, self.so):
+            for item in archives.read_code(path, self.opts, self.so, rs):
                 if isinstance(item, Reject):
                     yield self.drop(item)
                 else:
                     self.keep("read")
                     yield item
-        except OSError as e:  # missing, unreadable: named in the rejects, the run goes on
-            yield self.drop(file_reject(path, "unreadable-file", error=str(e)[:200]))
-            self._tally.note("files", "unreadable")
-            return
-        self._tally.note("files", "read")
+        except (OSError, UnreadableFile) as e:  # missing, unreadable: a reject, the run goes on
+            readable = False
+            yield self.drop(archives.file_reject(path, "unreadable-file", error=str(e)[:200]))
+        for kind, n in rs.skipped.items():
+            self._tally.skipped("read", kind, n)
+        self._tally.note("files", "read" if readable else "unreadable")
 
 
 def _sum3(values):
@@ -96,9 +104,13 @@ def _stages(cfg: CodeConfig, staging: str):
 
 
 def build(p, files: list[str], cfg: CodeConfig, staging: str) -> None:
-    names = p | "Inputs" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
+    # as bytes: a file name that is not UTF-8 (lone surrogates in Python) would break Beam's
+    # str coder; ReadCode decodes it back, and every name it outputs is printable
+    names = (p | "Inputs" >> beam.Create([f.encode("utf-8", "surrogateescape") for f in files])
+             | "SpreadFiles" >> beam.Reshuffle())
     out = chain(names, _stages(cfg, staging))
-    write_outputs(staging, out.docs, out.rejects, out.counts, STATS_ORDER, {"inputs": files},
+    inputs = [archives.printable(f)[0] for f in files]  # a name may hold non-UTF-8 bytes
+    write_outputs(staging, out.docs, out.rejects, out.counts, STATS_ORDER, {"inputs": inputs},
                   cfg.storage_options)
 
 

@@ -35,6 +35,7 @@ from skypile.document import Document, Reject
 from skypile.files import output
 from skypile.files.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile,
                                    file_reject, read_file)
+from skypile.version import code_version, launch_command
 
 LOG = logging.getLogger("skypile")
 NAMESPACE = "skypile"
@@ -97,11 +98,13 @@ class StageFn(beam.DoFn):
 
     def keep(self, stage: str) -> None:
         self._tally.kept(stage)
+        self._ticker().tick(stage, "kept")
         Metrics.counter(NAMESPACE, f"{stage}/in").inc()
         Metrics.counter(NAMESPACE, f"{stage}/kept").inc()
 
     def drop(self, rej: Reject) -> pvalue.TaggedOutput:
         self._tally.dropped(rej.stage, rej.reason)
+        self._ticker().tick(rej.stage, "dropped")
         Metrics.counter(NAMESPACE, f"{rej.stage}/in").inc()
         Metrics.counter(NAMESPACE, f"{rej.stage}/dropped:{rej.reason.split(':', 1)[-1]}").inc()
         return pvalue.TaggedOutput(REJECTS, rej)
@@ -109,6 +112,14 @@ class StageFn(beam.DoFn):
     def finish_bundle(self):
         for item in self._tally.items():
             yield pvalue.TaggedOutput(STATS, in_global_window(item))
+
+    def _ticker(self) -> "Progress":
+        """This worker's progress line for the stages this DoFn counts (made on first use)."""
+        progress = getattr(self, "_progress_line", None)
+        if progress is None:
+            name = getattr(self, "stage", None) or type(self).__name__.lstrip("_")
+            progress = self._progress_line = Progress(name)
+        return progress
 
 
 class ApplyStage(StageFn):
@@ -122,18 +133,16 @@ class ApplyStage(StageFn):
     none and are not counted. A stage with a ``close()`` is closed in teardown().
     """
 
-    def __init__(self, make: Callable[..., Callable], *args: Any, stage: str | None = None,
-                 progress: bool = False):
-        self.make, self.args, self.stage, self.progress = make, args, stage, progress
+    def __init__(self, make: Callable[..., Callable], *args: Any, stage: str | None = None):
+        self.make, self.args, self.stage = make, args, stage
 
     def setup(self):
         self._stage = self.make(*self.args)
-        self._progress = Progress(self.stage or "stage") if self.progress else None
 
     def process(self, element, *side):
         result = self._stage(element, *side)
-        if self._progress is not None:
-            self._progress.tick()
+        if not self.stage:  # a scorer counts nothing, but still shows signs of life
+            self._ticker().tick(getattr(self.make, "__name__", "score"), "scored")
         if isinstance(result, Reject):
             yield self.drop(result)
             return
@@ -284,19 +293,39 @@ class WriteStats(beam.PTransform):
 
 
 class Progress:
-    """Logs a worker's progress every ``every`` seconds: long runs show signs of life."""
+    """Logs a worker's progress every ``every`` seconds: long runs show signs of life.
 
-    def __init__(self, what: str, every: float = 30.0):
-        self.what, self.every = what, every
+    ``tick(stage, outcome)`` counts one record; the line gives, per stage this worker has
+    seen, the records done, how they ended (kept, dropped, ...) and the rate, e.g.
+    ``progress [Decide]: exact 1200 (1100 kept, 100 dropped) 40.0/s``.
+    """
+
+    EVERY = 30.0
+    """Seconds between two lines of one worker."""
+
+    def __init__(self, what: str, every: float | None = None):
+        self.what, self.every = what, self.EVERY if every is None else every
         self.n = 0
+        self.counts: dict[str, dict[str, int]] = {}
         self.t0 = self.last = time.monotonic()
 
-    def tick(self) -> None:
+    def tick(self, stage: str = "", outcome: str = "done") -> None:
         self.n += 1
+        per = self.counts.setdefault(stage or self.what, {})
+        per[outcome] = per.get(outcome, 0) + 1
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
-            LOG.info("%s: %d done, %.1f/s", self.what, self.n, self.n / (now - self.t0))
+            LOG.info("%s", self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        seconds = max((now or time.monotonic()) - self.t0, 1e-9)
+        parts = []
+        for stage, per in self.counts.items():
+            done = sum(per.values())
+            how = ", ".join(f"{n} {k}" for k, n in per.items())
+            parts.append(f"{stage} {done} ({how}) {done / seconds:.1f}/s")
+        return f"progress [{self.what}]: " + "; ".join(parts)
 
 
 # ---- reading, shared by every pipeline --------------------------------------------------
@@ -311,10 +340,12 @@ class ReadFile(StageFn):
         t0 = time.monotonic()
         rs = ReadStats()
         kept = dropped = 0
+        empty = False
         try:
             for item in read_file(path, self.opts, rs, self.storage_options):
                 if isinstance(item, Reject):
                     dropped += 1
+                    empty = item.reason == "read:empty-file"
                     yield self.drop(item)
                 else:
                     kept += 1
@@ -333,11 +364,31 @@ class ReadFile(StageFn):
             yield self.drop(file_reject(path, "unreadable-file", error=str(e)))
         for kind, n in rs.skipped.items():
             self._tally.skipped("read", kind, n)
-        readable = kept + sum(rs.skipped.values()) + rs.records > 0
+        # an empty file was read (its reject says so); one that gave nothing readable was not
+        readable = empty or kept + sum(rs.skipped.values()) + rs.records > 0
         self._tally.note("files", "read" if readable else "unreadable")
         Metrics.counter(NAMESPACE, "files/read" if readable else "files/unreadable").inc()
-        LOG.info("read %s: %d records, %d rejected, %d skipped (%.1fs)", path, kept, dropped,
-                 sum(rs.skipped.values()), time.monotonic() - t0)
+        self._file_done(path, kept, dropped, sum(rs.skipped.values()), time.monotonic() - t0)
+
+    FILES_PER_LINE = 100
+    """With many inputs, one summary line per this many files of a worker; only a worker's
+    first 10 files, and slow ones (over 30 s), get a line of their own."""
+
+    def _file_done(self, path: str, kept: int, dropped: int, skipped: int, seconds: float):
+        totals = getattr(self, "_files", None)
+        if totals is None:
+            totals = self._files = [0, 0, 0, 0, time.monotonic()]
+        totals[0] += 1
+        totals[1] += kept
+        totals[2] += dropped
+        totals[3] += skipped
+        line = (f"read {path}: {kept} records, {dropped} rejected, {skipped} skipped "
+                f"({seconds:.1f}s)")
+        LOG.log(logging.INFO if totals[0] <= 10 or seconds > 30 else logging.DEBUG, line)
+        if totals[0] % self.FILES_PER_LINE == 0:
+            rate = totals[0] / max(time.monotonic() - totals[4], 1e-9)
+            LOG.info("read: %d files done (%d records, %d rejected, %d skipped), %.1f files/s",
+                     *totals[:4], rate)
 
 
 def as_document(rec: RawRecord) -> Document:
@@ -347,6 +398,16 @@ def as_document(rec: RawRecord) -> Document:
 
 
 # ---- the end of a run -------------------------------------------------------------------
+
+def _exists(url: str) -> bool:
+    """Whether ``url`` exists, for a message that names only paths that do (False when
+    the store cannot be asked without the run's storage options)."""
+    try:
+        fs, path = output.fs_and_path(url)
+        return bool(fs.exists(path))
+    except (OSError, ValueError, ImportError):
+        return False
+
 
 def report(result: dict, out: str, seconds: float, prog: str, order: tuple[str, ...]) -> int:
     """Print the per-stage summary; the exit code says whether the run may be trusted."""
@@ -359,8 +420,9 @@ def report(result: dict, out: str, seconds: float, prog: str, order: tuple[str, 
         print(f"  {name:<10} in={s['in']:<7} kept={s['kept']:<7} dropped={sum(s['dropped'].values())}"
               + (f" ({drops})" if drops else ""))
     if files["read"] == 0:
-        print(f"{prog}: error: none of the {files['unreadable']} input files could "
-              f"be read; see {out}/rejects", file=sys.stderr)
+        rejects = output.join(out, "rejects")
+        print(f"{prog}: error: none of the {files['unreadable']} input files could be read"
+              + (f"; see {rejects}" if _exists(rejects) else ""), file=sys.stderr)
         return 1
     broken = stats.check_balanced(stages) + stats.check_chain(stages, order)
     if broken:  # a record went missing between stages: never let that pass quietly
@@ -415,6 +477,11 @@ def run_command(argv: list[str] | None, config_cls: type, build: Callable, *,
     t0 = time.monotonic()
     with staged(args.output, cfg.storage_options) as staging:
         run_pipeline(beam_args, lambda p: build(p, args, files, cfg, staging))
+        # which code, launched how: asked here on the launcher, kept with the counts
+        url, so = output.join(staging, "stats.json"), cfg.storage_options
+        output.write_json(url, {**output.read_json(url, so), "skypile_version": code_version(),
+                                "command": launch_command(
+                                    parser.prog, sys.argv[1:] if argv is None else argv)}, so)
         result = publish(staging, args, cfg)
     seconds = time.monotonic() - t0
     if summary is not None:

@@ -8,10 +8,18 @@ No step holds the corpus in one worker: documents are joined with small per-id d
 by key; the only side inputs are the frequent-block table and the k-means centroids, both
 bounded. Every stage returns {"docs", "rejects", "stats"} and ``skypile dedup`` runs them
 on any JSONL / Parquet document set.
+
+Repeated ids: the first stage keyed by id (exact, minhash or semantic) first runs
+:class:`UniqueIds`. Copies with the same id and the same text are one document: one is
+kept, the others are rejected (``<stage>:duplicate-id``). Distinct texts that share an id
+are all kept: the longest keeps the id, each other one is renamed ``id#<text hash>``
+(``metadata["original_id"]`` holds the old id). Neither depends on arrival order.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import apache_beam as beam
@@ -20,8 +28,8 @@ from apache_beam import pvalue
 
 from skypile.files import output
 from skypile.text.dedup import (BlocksConfig, CutBlocks, ExactConfig, MinHashConfig, MinHasher,
-                                SemanticConfig, block_hash, content_hash, keep_key, similarity,
-                                url_key)
+                                SemanticConfig, block_hash, content_hash, copy_key, keep_key,
+                                renamed_id, similarity, text_hash, url_key)
 from skypile.document import Document, Reject
 from skypile.text.semantic import cluster_pairs, kmeans
 from skypile.pipelines.common import REJECTS, STATS, ApplyStage, StageFn, with_rejects
@@ -36,11 +44,12 @@ class _Decide(StageFn):
 
     def process(self, element):
         _id, joined = element
-        verdicts = sorted(joined["verdict"], key=lambda v: (v[0], v[1]))
-        docs = sorted(joined["doc"], key=lambda d: (-len(d.text), d.text, d.source))
+        verdicts = sorted(joined["verdict"], key=lambda v: (
+            v[0], v[1], json.dumps(v[2], sort_keys=True, default=str)))
+        docs = sorted(joined["doc"], key=lambda d: (-len(d.text), d.text, copy_key(d)))
         for extra in docs[1:]:
-            # ids should be unique; when an input repeats one, the copies cannot be told
-            # apart by any verdict: the first takes it, the others are rejected, not lost
+            # UniqueIds ran before, so only a renamed id (id#hash) that an input already
+            # used can meet here: no verdict tells the two apart, the second is rejected
             yield self.drop(Reject.of(extra, self.stage, "duplicate-id", kept_id=extra.id))
         for doc in docs[:1]:
             drop = next((v for v in verdicts if v[0] == "drop"), None)
@@ -62,8 +71,89 @@ def join_verdicts(docs, verdicts, stage: str, label: str):
             | f"{label}Decide" >> with_rejects(_Decide(stage)))
 
 
-def _as_stage_output(result) -> dict:
-    return {"docs": result.docs, "rejects": result[REJECTS], "stats": result[STATS]}
+def _as_stage_output(result, before: dict | None = None, unique: bool = True) -> dict:
+    """The stage's three outputs, with those of a step ``before`` it (UniqueIds) merged in.
+
+    ``unique`` marks the docs as having unique ids, so that a later stage skips UniqueIds.
+    """
+    out = {"docs": result.docs, "rejects": result[REJECTS], "stats": result[STATS]}
+    if before:
+        for name in (REJECTS, STATS):
+            out[name] = (before[name], out[name]) | f"{name.capitalize()}WithIds" >> beam.Flatten()
+    out["docs"].skypile_unique_ids = unique
+    return out
+
+
+# ---- repeated ids ---------------------------------------------------------------------------
+
+class _PickCopy(StageFn):
+    """((id, text hash), docs and at most one "first" mark) -> the one copy kept, under
+    its id or, without the mark, ``id#hash``; the other copies rejected (duplicate-id).
+
+    The grouped values are read twice (Beam iterables may be), never listed: a hot key
+    holds one copy key at a time, not its documents.
+    """
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def process(self, element):
+        (doc_id, digest), values = element
+        first, best = False, None
+        for tag, doc in values:
+            if tag == "first":
+                first = True
+            elif best is None or copy_key(doc) < best:
+                best = copy_key(doc)
+        new_id = doc_id if first else renamed_id(doc_id, digest)
+        kept = False
+        for tag, doc in values:
+            if tag != "doc":
+                continue
+            if kept or copy_key(doc) != best:
+                yield self.drop(Reject.of(doc, self.stage, "duplicate-id", kept_id=new_id,
+                                          same_text=True))
+                continue
+            kept = True
+            if new_id != doc_id:  # a new Document: elements are not changed in place
+                doc = dataclasses.replace(doc, id=new_id,
+                                          metadata={**doc.metadata, "original_id": doc_id})
+            yield doc
+
+
+class UniqueIds(beam.PTransform):
+    """Docs -> docs with unique ids (module docstring), as the outputs of ``stage``.
+
+    Only the rejected copies are counted here; the kept ones are counted by the stage's
+    own decision, so its ``in`` is still every document it received. Keyed by (id, text
+    hash), so a hot id is spread over its texts; which text keeps the id is a combiner.
+    """
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def expand(self, docs):
+        keyed = docs | "ByIdAndText" >> beam.Map(lambda d: ((d.id, text_hash(d.text)), d))
+        firsts = (keyed
+                  | "TextRank" >> beam.Map(lambda kv: (kv[0][0], (-len(kv[1].text), kv[0][1])))
+                  | "IdKeeper" >> beam.CombinePerKey(min)
+                  | "Mark" >> beam.Map(lambda kv: ((kv[0], kv[1][1]), ("first", None))))
+        tagged = keyed | "TagDocs" >> beam.Map(lambda kv: (kv[0], ("doc", kv[1])))
+        result = ((tagged, firsts)
+                  | "DocsAndMarks" >> beam.Flatten()
+                  | "ByIdText" >> beam.GroupByKey()
+                  | "PickCopy" >> with_rejects(_PickCopy(self.stage)))
+        return {"docs": result.docs, REJECTS: result[REJECTS], STATS: result[STATS]}
+
+
+def unique_ids(docs, stage: str, wanted: bool | None) -> tuple:
+    """(docs with unique ids, UniqueIds' outputs or None): run unless ``wanted`` is False,
+    or None and an earlier dedup stage already made ``docs`` unique."""
+    if wanted is False or (wanted is None and getattr(docs, "skypile_unique_ids", False)):
+        return docs, None
+    out = docs | "UniqueIds" >> UniqueIds(stage)
+    return out["docs"], out
 
 
 # ---- recurring blocks --------------------------------------------------------------------
@@ -112,7 +202,8 @@ class RecurringBlocks(beam.PTransform):
          | "Report" >> beam.Map(self._report))
         result = docs | "Cut" >> with_rejects(ApplyStage(CutBlocks, cfg, stage="blocks"),
                                               pvalue.AsDict(frequent))
-        return _as_stage_output(result)
+        # ids are as they came: unique after this only when they were before
+        return _as_stage_output(result, unique=getattr(docs, "skypile_unique_ids", False))
 
     def _report(self, top):
         rows = [{"count": c, "block": line} for _h, (c, line) in top]
@@ -140,11 +231,12 @@ class ExactDedup(beam.PTransform):
     its only other copy lost on its URL.
     """
 
-    def __init__(self, cfg: ExactConfig):
+    def __init__(self, cfg: ExactConfig, unique_ids: bool | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.unique_ids = cfg, unique_ids
 
     def expand(self, docs):
+        docs, ids = unique_ids(docs, "exact", self.unique_ids)
         keys = docs | "Keys" >> beam.Map(
             lambda d: (d.id, (keep_key(d.id, len(d.text)), url_key(d.url) if d.url else "",
                               content_hash(d.text))))
@@ -159,7 +251,7 @@ class ExactDedup(beam.PTransform):
             keys = ({"key": keys, "url": url_verdicts}
                     | "JoinUrl" >> beam.CoGroupByKey()
                     | "UrlSurvivors" >> beam.FlatMap(
-                        lambda kv: [(kv[0], kv[1]["key"][0])] if not kv[1]["url"] else []))
+                        lambda kv: [(kv[0], min(kv[1]["key"]))] if not kv[1]["url"] else []))
         if self.cfg.by_content:
             verdicts.append(keys
                             | "ContentKeys" >> beam.Map(lambda kv: (kv[1][2], (kv[1][0], kv[0])))
@@ -168,7 +260,7 @@ class ExactDedup(beam.PTransform):
         if not verdicts:
             verdicts.append(docs.pipeline | "NoVerdicts" >> beam.Create([]))
         merged = verdicts | "Verdicts" >> beam.Flatten()
-        return _as_stage_output(join_verdicts(docs, merged, "exact", "Exact"))
+        return _as_stage_output(join_verdicts(docs, merged, "exact", "Exact"), ids)
 
 
 def _http_ok(rec) -> bool:
@@ -268,7 +360,8 @@ class KeepOnePerCluster(beam.PTransform):
         members = ({"label": labels, "size": sizes}
                    | "JoinSize" >> beam.CoGroupByKey()
                    | "ByCluster" >> beam.FlatMap(
-                       lambda kv: [(kv[1]["label"][0], (keep_key(kv[0], kv[1]["size"][0]), kv[0]))]
+                       lambda kv: [(min(kv[1]["label"]), (keep_key(kv[0], max(kv[1]["size"])),
+                                                          kv[0]))]
                        if kv[1]["label"] and kv[1]["size"] else []))
         reason, meta_key = self.reason, self.meta_key
 
@@ -310,7 +403,7 @@ def _attach(element, side: str):
     doc_id, joined = element
     if not joined["sig"]:
         return
-    sig = joined["sig"][0]
+    sig = min(joined["sig"], key=lambda s: s.tobytes())  # one per id; min if ever more
     for edge in joined["edge"]:
         if side == "a":
             yield edge, (doc_id, sig)  # edge = b: key the next join by the other end
@@ -322,12 +415,13 @@ def _attach(element, side: str):
 class MinHashDedup(beam.PTransform):
     """Signature -> bands -> candidate pairs -> verified pairs -> components -> keep one."""
 
-    def __init__(self, cfg: MinHashConfig):
+    def __init__(self, cfg: MinHashConfig, unique_ids: bool | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.unique_ids = cfg, unique_ids
 
     def expand(self, docs):
         cfg = self.cfg
+        docs, ids = unique_ids(docs, "minhash", self.unique_ids)
         sigs = docs | "Signature" >> beam.ParDo(_Signature(cfg))
         by_id = sigs | "SigById" >> beam.Map(lambda s: (s[0], s[1]))
         candidates = (sigs
@@ -348,7 +442,7 @@ class MinHashDedup(beam.PTransform):
         sizes = docs | "Sizes" >> beam.Map(lambda d: (d.id, len(d.text)))
         verdicts = (labels, sizes) | "KeepOne" >> KeepOnePerCluster("minhash:near-duplicate",
                                                                    "minhash_cluster")
-        return _as_stage_output(join_verdicts(docs, verdicts, "minhash", "MinHash"))
+        return _as_stage_output(join_verdicts(docs, verdicts, "minhash", "MinHash"), ids)
 
 
 # ---- semantic -------------------------------------------------------------------------------
@@ -379,12 +473,15 @@ def _pairs_in_cluster(group, epsilon: float):
 class SemanticDedup(beam.PTransform):
     """Embeddings -> k-means on a sample (side input) -> pairs within clusters -> keep one."""
 
-    def __init__(self, cfg: SemanticConfig, rounds: int, staging: str, storage_options: dict):
+    def __init__(self, cfg: SemanticConfig, rounds: int, staging: str, storage_options: dict,
+                 unique_ids: bool | None = None):
         super().__init__()
         self.cfg, self.rounds, self.staging, self.so = cfg, rounds, staging, storage_options
+        self.unique_ids = unique_ids
 
     def expand(self, docs):
         cfg = self.cfg
+        docs, ids = unique_ids(docs, "semantic", self.unique_ids)
         emb = docs | "Embed" >> beam.ParDo(_Embed(cfg))
         centroids = (emb
                      | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(cfg.sample_size)
@@ -403,7 +500,7 @@ class SemanticDedup(beam.PTransform):
         sizes = docs | "Sizes" >> beam.Map(lambda d: (d.id, len(d.text)))
         verdicts = (labels, sizes) | "KeepOne" >> KeepOnePerCluster("semantic:duplicate",
                                                                    "semantic_cluster")
-        return _as_stage_output(join_verdicts(docs, verdicts, "semantic", "Semantic"))
+        return _as_stage_output(join_verdicts(docs, verdicts, "semantic", "Semantic"), ids)
 
     def _report(self, rows):
         rows = sorted(rows, key=lambda r: (-r["duplicate_pairs"], r["cluster"]))

@@ -42,8 +42,9 @@ class FilterFn(StageFn):
             self._tally.routed(check)
             yield pvalue.TaggedOutput(OTHER, doc)
             return
-        detail.update({k: doc.metadata[k] for k in ("lang", "lang_score", "perplexity", "bucket",
-                                                     "quality_score") if k in doc.metadata})
+        for k in ("lang", "lang_score", "perplexity", "bucket", "quality_score"):
+            if k in doc.metadata:  # what decide() put in detail (JSON-safe) stays
+                detail.setdefault(k, doc.metadata[k])
         yield self.drop(Reject.of(doc, check, reason, **detail))
 
 

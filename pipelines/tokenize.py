@@ -7,13 +7,16 @@ source/domain, split into train / validation by a hash of their id, encoded with
 appended, and written as ``OUTPUT/<domain>/<split>-NNNNN-of-MMMMM.bin`` shards plus
 ``OUTPUT/manifest.json``. Shard contents depend only on the input, so a re-run after a
 crash writes only the missing shards and leaves complete ones untouched; each shard is
-written under a temporary name and renamed when complete.
+written under a temporary name and renamed when complete. Afterwards only what a run owns
+is removed: shard files (and their temporaries) of this or the previous manifest's
+domains that this manifest does not list, never other files under the output.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import uuid
 import zlib
 
@@ -26,15 +29,18 @@ from skypile.files import output
 from skypile.jobs.tokenize import Encoder, TokenizeConfig, check
 from skypile.pipelines.common import (ApplyStage, ReadFile, as_document, chain, run_command,
                                       with_rejects, write_outputs)
-from skypile.tokens import shards
-from skypile.tokens.domains import hash_fraction, is_held_out, label
-from skypile.tokens.manifest import build_manifest
+from skypile.tokens import datacard, shards
+from skypile.tokens.domains import bad_domain, hash_fraction, is_held_out, label
+from skypile.tokens.manifest import TOKENIZER_FILE, build_manifest, copy_tokenizer, source_roots
 from skypile.tokens.tokenizer import Tokenizer
 
 
 def _held_out_candidates(doc: Document, cfg: TokenizeConfig):
+    """A bad label is no candidate: the Encoder rejects its document (tokenize:bad-domain)."""
     if is_held_out(doc.id, cfg.held_out):
-        yield label(doc, cfg.labels), (hash_fraction(doc.id), doc.id)
+        domain = label(doc, cfg.labels)
+        if not bad_domain(domain):
+            yield domain, (hash_fraction(doc.id), doc.id)
 
 
 class WriteShards(beam.DoFn):
@@ -66,10 +72,19 @@ class WriteShards(beam.DoFn):
 
 
 def _shard_key(kv, totals: dict, shard_tokens: int):
-    (domain, split), (doc_id, tokens) = kv
+    (domain, split), (doc_id, tokens), _source_lang = kv  # the breakdown's key stays here
     count = max(1, math.ceil(totals[(domain, split)] / shard_tokens))
     index = zlib.crc32(doc_id.encode("utf-8")) % count
     return (domain, split, index, count), (doc_id, tokens)
+
+
+def _add_counts(pairs) -> tuple[int, int]:
+    """(docs, tokens) pairs summed: a combiner, so no key ever lists its documents."""
+    docs = tokens = 0
+    for d, t in pairs:
+        docs += d
+        tokens += t
+    return docs, tokens
 
 
 def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, staging: str):
@@ -83,9 +98,12 @@ def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, stagin
             | "SmallestHashes" >> beam.combiners.Top.PerKey(cfg.held_out.max_docs, reverse=True)
             | "HeldOutIds" >> beam.FlatMap(lambda kv: [(i, True) for _h, i in kv[1]]))
     encoded = chain(read.docs, [(  # a dict side input: O(1) membership per document
-        "Encode", with_rejects(ApplyStage(Encoder, model, cfg, stage="tokenize"),
-                               pvalue.AsDict(held)))])
-    tokens = encoded.docs
+        "Encode", with_rejects(ApplyStage(Encoder, model, cfg, source_roots(files),
+                                          stage="tokenize"), pvalue.AsDict(held)))])
+    tokens = encoded.docs  # ((domain, split), (id, tokens), (source, lang))
+    per_source_lang = (  # at most MAX_SOURCES x languages keys, whatever the corpus
+        tokens | "SourceLang" >> beam.Map(lambda kv: (kv[2], (1, len(kv[1][1]))))
+        | "SumSourceLang" >> beam.CombinePerKey(_add_counts))
     totals = (tokens | "Lengths" >> beam.Map(lambda kv: (kv[0], len(kv[1][1])))
               | "Totals" >> beam.CombinePerKey(sum))
     written = (tokens
@@ -93,8 +111,9 @@ def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, stagin
                | "ByShard" >> beam.GroupByKey()
                | "WriteShards" >> beam.ParDo(WriteShards(out, tok.vocab_size, so)))
     (written | "AllShards" >> beam.combiners.ToList()
-     | "Manifest" >> beam.Map(lambda rows: output.write_json(
-         output.join(staging, "manifest.json"), build_manifest(rows, tok, cfg, files), so)))
+     | "Manifest" >> beam.Map(lambda rows, counts: output.write_json(
+         output.join(staging, "manifest.json"), build_manifest(rows, tok, cfg, files, counts),
+         so), pvalue.AsList(per_source_lang)))
     write_outputs(staging, None, read.rejects + encoded.rejects, read.counts + encoded.counts,
                   ("read", "tokenize"), {"inputs": files}, so)
 
@@ -107,7 +126,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "default, any other flag goes to Beam).",
         epilog="Output: OUTPUT/<domain>/<train|validation>-NNNNN-of-MMMMM.bin, "
                "OUTPUT/manifest.json (per domain tokens, docs, shard sha256, tokenizer hash, "
-               "config), OUTPUT/rejects/. Format: docs/shard-format.md. Settings: --config "
+               "config; documents and tokens per source and language), OUTPUT/DATACARD.md, "
+               "OUTPUT/rejects/. Format: docs/shard-format.md. Settings: --config "
                "FILE and --section.key=value, e.g. --shards.target_tokens=50000000 "
                "--held_out.fraction=0.005 --labels.default=web_{lang}.")
     ap.add_argument("--input", action="append", required=True, metavar="GLOB",
@@ -132,11 +152,16 @@ def _inputs(args: argparse.Namespace, cfg: TokenizeConfig) -> list[str]:
 
 
 def _publish(staging: str, args: argparse.Namespace, cfg: TokenizeConfig) -> dict:
-    """Shards are written in place; the rest is committed, then old shards are removed."""
+    """Shards are written in place; the rest is committed, then old shards are removed
+    (the previous manifest, read before the commit replaces it, says which domains)."""
     so = cfg.storage_options
     manifest = output.read_json(output.join(staging, "manifest.json"), so)
-    output.commit(staging, args.output, so, ("manifest.json", "stats.json", "rejects"))
-    remove_stale_shards(args.output, manifest, so)
+    previous = previous_manifest(args.output, so)
+    datacard.write(staging, args.output, so)  # DATACARD.md, committed with the manifest
+    copy_tokenizer(args.tokenizer, staging, so)  # tokenizer.model travels with the shards
+    output.commit(staging, args.output, so,
+                  ("manifest.json", "stats.json", "rejects", "DATACARD.md", TOKENIZER_FILE))
+    remove_stale_shards(args.output, manifest, so, previous)
     return manifest
 
 
@@ -158,11 +183,33 @@ def run(argv: list[str] | None = None) -> int:
         summary=_summary)
 
 
-def remove_stale_shards(out: str, manifest: dict, storage_options: dict) -> None:
-    """Shard files of an earlier run that this run's manifest does not list."""
+OWNED_NAME = re.compile(shards.SHARD_NAME.pattern + r"(\.tmp-[0-9a-f]{8})?")
+"""A shard's file name in its domain folder, or the temporary one it is written under."""
+
+
+def previous_manifest(out: str, storage_options: dict) -> dict | None:
+    """The manifest an earlier run left in ``out``; None when there is none, or it is not
+    a token-shard manifest (then nothing of it is trusted)."""
+    try:
+        m = output.read_json(output.join(out, "manifest.json"), storage_options)
+    except (OSError, ValueError):  # none, unreadable or not JSON
+        return None
+    if not isinstance(m, dict) or m.get("format") != "skypile-token-shards" \
+            or not isinstance(m.get("domains"), dict):
+        return None
+    return m
+
+
+def remove_stale_shards(out: str, manifest: dict, storage_options: dict,
+                        previous: dict | None = None) -> None:
+    """Shard files that this run's manifest does not list: in the folder of a domain of
+    this or the previous manifest (a safe name), with a shard's exact file name. A
+    Megatron export, notes or any other folder under the output are left alone."""
     fs, root = output.fs_and_path(out, storage_options)
     listed = {f"{root}/{s['path']}" for splits in manifest["domains"].values()
               for split in splits.values() for s in split["shards"]}
-    for path in fs.glob(f"{root}/*/*.bin*"):
-        if path not in listed:
-            fs.rm(path)
+    domains = set(manifest["domains"]) | set((previous or {}).get("domains", {}))
+    for domain in sorted(d for d in domains if not bad_domain(d)):
+        for path in fs.glob(f"{root}/{domain}/*"):
+            if OWNED_NAME.fullmatch(path.rsplit("/", 1)[-1]) and path not in listed:
+                fs.rm(path)

@@ -24,23 +24,30 @@ from skypile.classifiers.langid import LangId
 from skypile.jobs.scoring import LangIdConfig
 from skypile.jobs.web import (DEDUP, SCORERS, STAGES, STATS_ORDER, WEB, Command, WebConfig, check,
                               gate_languages)
-from skypile.pipelines.common import (LOG, ApplyStage, ReadFile, WriteJsonl, as_document, chain,
-                                      run_command, with_rejects, write_outputs)
+from skypile.pipelines.common import (LOG, ApplyStage, ReadFile, WriteJsonl, chain, run_command,
+                                      with_rejects, write_outputs)
 from skypile.pipelines.dedup import (ExactDedup, MinHashDedup, RecurringBlocks, SemanticDedup,
                                      UrlDuplicates)
 from skypile.pipelines.quality import OTHER, QualityStages
-from skypile.text.extract import ExtractConfig, Extractor
+from skypile.text.extract import ExtractConfig, Extractor, text_document
 
 
 def make_extractor(cfg: ExtractConfig, langid: LangIdConfig | None = None,
-                   gate_langs: tuple[str, ...] = ()) -> Extractor:
+                   gate_langs: tuple[str, ...] = (), content: str = "auto") -> Extractor:
     """The ``extract`` stage of one worker (ApplyStage calls this in setup()).
 
     With ``gate_langs``, its pre-extraction language gate is the configured language-id
-    model (``langid``), loaded here once per worker, not the bundled default.
+    model (``langid``), loaded here once per worker, not the bundled default. ``content``
+    is ``read.content``: which text records hold HTML pages to extract.
     """
     gate = LangId(langid or LangIdConfig()).top if gate_langs else None
-    return Extractor(cfg, gate, tuple(gate_langs))
+    return Extractor(cfg, gate, tuple(gate_langs), content)
+
+
+def make_text_check():
+    """``skypile dedup``'s ``extract`` step, which extracts nothing: text records become
+    documents, and HTML pages among them rejects (``extract:markup``)."""
+    return text_document
 
 
 # ---- the pipeline -----------------------------------------------------------------------
@@ -69,10 +76,10 @@ def _stages(names, cfg: WebConfig, staging: str):
         yield "Read", with_rejects(ReadFile(cfg.read, so))
     if "extract" in cfg.stages:
         yield "Extract", with_rejects(ApplyStage(make_extractor, cfg.extract, cfg.langid,
-                                                 gate_languages(cfg), stage="extract",
-                                                 progress=True))
-    else:  # the reader was told to accept text documents only
-        yield "AsDocuments", beam.Map(as_document)
+                                                 gate_languages(cfg), cfg.read.content,
+                                                 stage="extract"))
+    else:  # the reader was told to accept text documents only; HTML is still no text
+        yield "AsDocuments", with_rejects(ApplyStage(make_text_check, stage="extract"))
     for name in ("blocks", "exact", "minhash", "semantic"):
         if name in cfg.stages:
             yield name.capitalize(), _dedup_stage(name, cfg, staging)

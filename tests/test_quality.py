@@ -1,5 +1,7 @@
 """Quality stages: scorers and the threshold step on hand-built documents, then Beam."""
 
+import json
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
@@ -45,10 +47,96 @@ def test_ccnet_normalisation():
 
 def test_cutoff_csv_roundtrip(tmp_path, data_dir):
     table = cutoffs.read_cutoffs(str(data_dir / "ccnet/cutoff.csv"))
-    assert table["en"][30] < table["en"][60] and len(table["zh"]) == 101
+    # CCNet's file has percentiles 0-99: no p100 is invented, none is written back
+    assert table["en"][30] < table["en"][60] and len(table["zh"]) == 100
+    assert table["zh"][99] > table["zh"][98] > 0
     cutoffs.write_cutoffs(str(tmp_path / "c.csv"), {"en": table["en"], "zh": table["zh"]})
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert len(lines) == 101 and lines[-1].startswith("99,")
     assert cutoffs.read_cutoffs(str(tmp_path / "c.csv"))["zh"] == table["zh"]
-    assert cutoffs.percentiles([5.0, 1.0, 3.0])[0] == 1.0 and cutoffs.percentiles([5.0, 1.0, 3.0])[100] == 5.0
+    p = cutoffs.percentiles([5.0, 1.0, 3.0])
+    assert len(p) == 100 and p[0] == 1.0 and p[99] == 5.0
+
+
+def test_bad_cutoff_tables_are_one_line_errors(tmp_path, data_dir):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",en\n0,10\n2,30\n")
+    with pytest.raises(cutoffs.CutoffError, match="row 3 should be percentile 1"):
+        cutoffs.read_cutoffs(str(bad))
+    bad.write_text(",en\n0,ten\n")
+    with pytest.raises(cutoffs.CutoffError, match="'ten', not a number"):
+        cutoffs.read_cutoffs(str(bad))
+    table = cutoffs.read_cutoffs(str(data_dir / "ccnet/cutoff.csv"))
+    with pytest.raises(cutoffs.CutoffError, match="head=30, middle=100"):
+        cutoffs.check_percentiles(table, 30, 100)
+    with pytest.raises(cutoffs.CutoffError, match="head=30, middle=100"):
+        ppl.Scorer(PerplexityConfig(cutoffs=str(data_dir / "ccnet/cutoff.csv"),
+                                    middle_percentile=100))
+
+
+def _ccnet_records(data_dir):
+    """CCNet's own output records: (language, perplexity, the bucket CCNet gave)."""
+    wq = data_dir / "web-quality"
+    for line in open(wq / "ccnet_zh_2021-43_cleared1.jsonl", encoding="utf-8"):
+        r = json.loads(line)
+        yield r["language"], r["perplexity"], r["bucket"]
+    for f in sorted(wq.glob("multiple_files_cc_en_head-*.jsonl")):
+        for line in open(f, encoding="utf-8"):
+            m = json.loads(line)["metadata"]
+            yield m["language"], m["perplexity"], m["bucket"]
+
+
+def test_buckets_equal_ccnets_own_labels(data_dir):
+    scorer = ppl.Scorer(PerplexityConfig(cutoffs=str(data_dir / "ccnet/cutoff.csv")))
+    records = list(_ccnet_records(data_dir))
+    assert len(records) == 120 and {b for _l, _p, b in records} == {"head", "middle"}
+    assert [scorer.bucket(p, lang) for lang, p, _b in records] == [b for _l, _p, b in records]
+    # CCNet's strict bounds: a perplexity equal to a cutoff belongs to the bucket above it
+    zh = cutoffs.read_cutoffs(str(data_dir / "ccnet/cutoff.csv"))["zh"]
+    assert [scorer.bucket(v, "zh") for v in (zh[30] - 0.1, zh[30], zh[60] - 0.1, zh[60])] == \
+        ["head", "middle", "middle", "tail"]
+    for bad in (float("nan"), -1.0, float("inf")):
+        assert scorer.bucket(bad, "zh") is None
+    assert scorer.bucket(100.0, "xx") is None  # no cutoffs for the language
+
+
+@pytest.mark.parametrize("value,shown", [(float("nan"), "nan"), (-3.5, -3.5),
+                                         (float("inf"), "inf"), ("12", "12")])
+def test_invalid_perplexity_is_a_reject_not_head(value, shown):
+    meta = {"lang": "en", "lang_score": 0.9, "perplexity": value, "bucket": "head"}
+    check, outcome, detail = decide(doc(EN, **meta), FilterConfig(), CHECKS)
+    assert (check, outcome, detail) == ("perplexity", "drop",
+                                        {"reason": "perplexity:invalid", "perplexity": shown})
+    # no perplexity at all is no reason to drop
+    meta = {"lang": "en", "lang_score": 0.9, "perplexity": None}
+    assert decide(doc(EN, **meta), FilterConfig(), ("lang", "perplexity"))[1] == "keep"
+
+
+def _strict(line: str) -> dict:
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_invalid_perplexity_rejects_under_beam(data_dir):
+    """Scored records from elsewhere (CCNet's fields): the threshold step rejects a NaN or
+    negative perplexity whatever its bucket says, and the reject is strict JSON."""
+    docs = [doc(EN, lang="en", perplexity=float("nan"), bucket="head"),
+            doc(EN, lang="en", perplexity=-1.0, bucket="head"),
+            doc(EN, lang="en", perplexity=300.0, bucket="head"),
+            doc(EN, lang="en", perplexity=900.0, bucket="tail")]
+    for i, d in enumerate(docs):
+        d.id = f"d{i}"
+    cfg = PerplexityConfig(cutoffs=str(data_dir / "ccnet/cutoff.csv"))
+    with BeamTestPipeline(runner=local_runner()) as p:
+        out = p | beam.Create(docs) | QualityStages(["perplexity"], LangIdConfig(), cfg,
+                                                    QualityConfig(), FilterConfig())
+        assert_that(out["docs"] | beam.Map(lambda d: d.id), equal_to(["d2"]), label="kept")
+        assert_that(out["rejects"] | beam.Map(lambda r: _strict(r.to_json()))
+                    | beam.Map(lambda r: (r["id"], r["reason"], r["detail"]["perplexity"])),
+                    equal_to([("d0", "perplexity:invalid", "nan"),
+                              ("d1", "perplexity:invalid", -1.0),
+                              ("d3", "perplexity:tail", 900.0)]), label="rejects")
 
 
 def test_heuristics_values_and_failures():

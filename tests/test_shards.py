@@ -52,3 +52,53 @@ def test_mixture_plan_and_cap(tmp_path):
     md, png = mixture.report(rows, str(tmp_path))
     assert "| web_zh | 100 | 25.0% | 200 | 2.00 |" in md.read_text()
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _shard_set(root, docs, domain="web"):
+    """A one-shard set written by hand, as skypile tokenize lays it out."""
+    import hashlib
+    import json
+
+    data = shards.encode(docs, vocab_size=1000)
+    (root / domain).mkdir(parents=True)
+    (root / domain / "train-00000-of-00001.bin").write_bytes(data)
+    entry = {"path": f"{domain}/train-00000-of-00001.bin", "sha256": hashlib.sha256(data).hexdigest(),
+             "tokens": sum(map(len, docs)), "docs": len(docs), "bytes": len(data)}
+    manifest = {"format": "skypile-token-shards", "version": shards.VERSION,
+                "tokenizer": {"path": "t.model", "sha256": "0" * 64, "vocab_size": 1000, "eos_id": 2},
+                "dtype": "uint16", "domains": {domain: {"train": {
+                    "tokens": entry["tokens"], "docs": len(docs), "shards": [entry]}}}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_megatron_output_folder_is_made(tmp_path, capsys):
+    from skypile.cli.shards import run
+
+    _shard_set(tmp_path / "set", [[5, 6, 2], [7, 2]])
+    prefix = tmp_path / "new" / "deeper" / "web"
+    assert run(["megatron", "--shards", str(tmp_path / "set"), "--domain", "web",
+                "--output", str(prefix)]) == 0
+    assert np.fromfile(str(prefix) + ".bin", dtype="<u2").tolist() == [5, 6, 2, 7, 2]
+    assert open(str(prefix) + ".idx", "rb").read(9) == b"MMIDIDX\x00\x00"
+    # a folder is no prefix: one line, exit 2, nothing written inside it
+    assert run(["megatron", "--shards", str(tmp_path / "set"), "--domain", "web",
+                "--output", str(tmp_path / "new") + "/"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a folder" in err
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["deeper"]
+
+
+def test_manifest_paths_stay_inside_the_shard_set(tmp_path):
+    import json
+
+    _shard_set(tmp_path / "set", [[5, 6, 2]])
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    s = shards.ShardSet(str(tmp_path / "set"))
+    assert [d.tolist() for d in s.documents("web")] == [[5, 6, 2]]
+    for bad in ("../outside.bin", "/etc/passwd", "web/../../outside.bin", "web/notes.bin",
+                "train-00000-of-00001.bin", "a/b/train-00000-of-00001.bin"):
+        m = json.loads((tmp_path / "set/manifest.json").read_text())
+        m["domains"]["web"]["train"]["shards"][0]["path"] = bad
+        (tmp_path / "set/manifest.json").write_text(json.dumps(m))
+        with pytest.raises(shards.ShardError, match="not a shard path"):
+            list(shards.ShardSet(str(tmp_path / "set")).documents("web"))

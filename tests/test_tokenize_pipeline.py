@@ -76,6 +76,23 @@ def test_domains_heldout_manifest(corpus, tmp_path):
     # every shard checks out against the manifest
     subprocess.run([sys.executable, "-m", "skypile.cli", "shards", "verify", "--shards",
                     str(tmp_path / "out")], check=True, capture_output=True)
+    # per source and language: both inputs sit in one folder; each table sums to the total
+    tokens = sum(split["tokens"] for splits in m["domains"].values() for split in splits.values())
+    b = m["breakdown"]
+    assert b["sources"] == {str(_d): {"docs": docs, "tokens": tokens}}
+    assert sum(v["tokens"] for v in b["languages"].values()) == tokens
+    # counted from the shards themselves: zh is Wikipedia + the news, en the GSM8K (stem)
+    # questions, and the pairs name no language
+    n = {d: sum(len(t) for split in ("train", "validation") for t in s.documents(d, split))
+         for d in s.domains()}
+    n_zh = sum(1 for line in open(_d / "docs.jsonl", encoding="utf-8")
+               if json.loads(line)["metadata"]["lang"] == "zh")
+    assert b["languages"] == {"zh": {"docs": n_zh, "tokens": n["encyclopedia"] + n["web_zh"]},
+                              "en": {"docs": 500, "tokens": n["stem"]},
+                              "unknown": {"docs": 2, "tokens": n["parallel"]}}
+    # which code made it and how it was launched, for the data card
+    assert stats["skypile_version"].startswith("skypile ")
+    assert stats["command"].startswith(f"skypile tokenize --input {_d / 'docs.jsonl'} --input ")
 
 
 def test_same_input_same_bytes_and_megatron(corpus, tmp_path):
@@ -122,13 +139,52 @@ def test_encoder_stage_labels_splits_or_rejects(corpus):
     tok = tk.Tokenizer(model)
     doc = Document(id="a", text="The river is wide and deep.", metadata={"lang": "en",
                                                                           "corpus": "stem"})
-    (domain, split), (doc_id, ids) = enc(doc, {"a": True})
+    (domain, split), (doc_id, ids), source_lang = enc(doc, {"a": True})
     assert (domain, split, doc_id) == ("stem", "validation", "a")
+    assert source_lang == ("other", "en")  # a document from no input of the run
     assert ids == tok.encode(doc.text) + [tok.eos_id]
     assert enc(doc, {})[0] == ("stem", "train")
     short = enc(Document(id="s", text="a"), {})
     assert isinstance(short, Reject) and (short.stage, short.reason) == ("tokenize",
                                                                          "tokenize:too-short")
+    cfg.labels.default = "{lang}"
+    bad = Encoder(str(model), cfg)(Document(id="b", text=doc.text, metadata={"lang": ".."}), {})
+    assert isinstance(bad, Reject) and bad.reason == "tokenize:bad-domain"
+    assert bad.detail["domain"] == ".." and bad.text == doc.text
+
+
+def test_breakdown_keys_stay_few_whatever_the_files():
+    from skypile.tokens.manifest import breakdown, lang_of, source_of, source_roots
+
+    runs = [f"/r/web/docs/part-{i:05d}.jsonl.gz" for i in range(10_000)]
+    raw = [f"/data/crawl/seg-{i}/part.jsonl" for i in range(200)] + ["/data/wiki/zh.jsonl"]
+    assert source_roots(runs) == ("/r/web",)  # one run, however many parts
+    roots = source_roots(runs + raw, limit=8)
+    assert roots == ("/data/crawl", "/data/wiki", "/r/web")  # the deepest gave way first
+    assert source_of("/data/crawl/seg-7/part.jsonl", roots) == "/data/crawl"
+    assert source_of(runs[42], roots) == "/r/web"
+    assert source_of("/elsewhere/x.jsonl", roots) == "other"
+    assert source_roots(["a.jsonl"]) == (".",) and source_of("a.jsonl", (".",)) == "."
+    assert [lang_of({"lang": v}) for v in ("zh", "zh-Hans", "x" * 40, None, 3, "../etc")] == \
+        ["zh", "zh-Hans", "unknown", "unknown", "unknown", "unknown"]
+    assert breakdown([(("/r/web", "en"), (2, 30)), (("/r/web", "zh"), (1, 5)),
+                      (("/data/wiki", "zh"), (4, 40))]) == {
+        "sources": {"/data/wiki": {"docs": 4, "tokens": 40}, "/r/web": {"docs": 3, "tokens": 35}},
+        "languages": {"en": {"docs": 2, "tokens": 30}, "zh": {"docs": 5, "tokens": 45}}}
+
+
+def test_label_rules_must_name_safe_folders():
+    from skypile.config import ConfigError
+    from skypile.jobs.tokenize import TokenizeConfig, check
+    from skypile.tokens.domains import LabelRule, bad_domain
+
+    assert [bad_domain(n) is None for n in ("web_en", "zh-Hant", "a.b", "A1", "x" * 64)] == [True] * 5
+    assert all(bad_domain(n) for n in ("", ".", "..", ".x", "a/b", "a\\b", "x" * 65, "中文",
+                                       "REJECTS", "manifest.json", "_tmp", "-x", "a b"))
+    cfg = TokenizeConfig()
+    cfg.labels.rules.append(LabelRule(domain="../up"))
+    with pytest.raises(ConfigError, match="'../up' is not a folder name"):
+        check(cfg)
 
 
 # ---- real object storage ------------------------------------------------------------------
@@ -187,3 +243,114 @@ def test_s3_interrupted_run_resumes_byte_identical(corpus, s3, tmp_path):
     # reading back through fsspec verifies every checksum
     s = shards.ShardSet("s3://shards/resumed", options)
     assert sum(1 for _ in s.documents("web_zh")) == s.manifest["domains"]["web_zh"]["train"]["docs"]
+
+
+# ---- hostile labels and re-runs --------------------------------------------------------------
+
+def _subset(corpus, path, **take):
+    """The first N rows of each id prefix in the corpus (e.g. zhwiki=150)."""
+    d, _model, _ = corpus
+    left = dict(take)
+    with open(d / "docs.jsonl", encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
+        for line in src:
+            prefix = json.loads(line)["id"].rsplit("-", 1)[0]
+            if left.get(prefix, 0) > 0:
+                left[prefix] -= 1
+                dst.write(line)
+    return path
+
+
+def _rejects(out):
+    import gzip
+    return [json.loads(line) for f in sorted((out / "rejects").glob("*.jsonl.gz"))
+            for line in gzip.open(f, "rt", encoding="utf-8")]
+
+
+BAD_LANGS = ["..", "../../escape", ".hidden", "a/b", "rejects", "x" * 65, "中文", "-x", "_staging-1"]
+
+
+def test_domain_from_data_never_leaves_the_output(corpus, tmp_path, capsys):
+    d, model, _ = corpus
+    text = json.loads(open(d / "docs.jsonl", encoding="utf-8").readline())["text"]
+    rows = [{"id": f"bad-{i}", "text": text, "metadata": {"lang": lang}}
+            for i, lang in enumerate(BAD_LANGS)]
+    rows += [{"id": f"ok-{i}", "text": text, "metadata": {"lang": lang}}
+             for i, lang in enumerate(["zh", "zh-Hant", "en.v2"])]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--input", str(tmp_path / "in/docs.jsonl"), "--tokenizer", str(model),
+            "--output", str(tmp_path / "work/out"), "--labels.default={lang}"]
+    assert run(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "work"]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["docs.jsonl"]
+    assert shards.ShardSet(str(tmp_path / "work/out")).domains() == ["en.v2", "zh", "zh-Hant"]
+    rejects = _rejects(tmp_path / "work/out")
+    assert sorted((r["id"], r["reason"], r["detail"]["domain"]) for r in rejects) == sorted(
+        (f"bad-{i}", "tokenize:bad-domain", lang) for i, lang in enumerate(BAD_LANGS))
+    stats = json.loads((tmp_path / "work/out/stats.json").read_text())
+    assert stats["stages"]["tokenize"]["dropped"] == {"tokenize:bad-domain": len(BAD_LANGS)}
+    # a config whose own text makes a bad folder is a one-line error before any work
+    capsys.readouterr()
+    assert run(args[:-1] + ["--labels.default=../{lang}", "--output", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.default" in err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_rerun_removes_only_its_own_stale_shards(corpus, tmp_path):
+    d, model, _ = corpus
+    docs = _subset(corpus, tmp_path / "docs.jsonl", zhwiki=150, fin=150, gsm=100)
+    out = tmp_path / "out"
+    base = ["--input", str(docs), "--tokenizer", str(model), "--output", str(out)]
+    assert run(base + ["--shards.target_tokens=4000"]) == 0
+    first = {p.relative_to(out).as_posix() for p in out.glob("*/*.bin")}
+    assert any("-of-00001.bin" not in p for p in first) and "web_zh/train-00000-of-00001.bin" not in first
+    # what a user keeps next to the shards, and a temporary left by a crashed run
+    s = shards.ShardSet(str(out))
+    shards.to_megatron(s, "web_zh", "train", str(out / "web_zh/megatron_web_zh"))
+    keep = {"web_zh/megatron_web_zh.bin", "web_zh/megatron_web_zh.idx", "web_zh/notes.bin.txt",
+            "exports/train-00000-of-00002.bin", "stem/train-00000-of-00002.bin.bak",
+            "stem/validation-1-of-2.bin"}
+    for rel in keep - {"web_zh/megatron_web_zh.bin", "web_zh/megatron_web_zh.idx"}:
+        (out / rel).parent.mkdir(exist_ok=True)
+        (out / rel).write_bytes(b"not ours " + rel.encode())
+    kept_bytes = {rel: (out / rel).read_bytes() for rel in keep}
+    (out / "stem/train-00000-of-00009.bin.tmp-0badf00d").write_bytes(b"half a shard")
+    # fewer, bigger shards, and the default label changes: web_zh is no domain any more
+    assert run(base + ["--shards.target_tokens=1000000", "--labels.default=zh_{lang}"]) == 0
+    m = shards.ShardSet(str(out)).manifest
+    listed = {e["path"] for splits in m["domains"].values() for sp in splits.values()
+              for e in sp["shards"]}
+    assert "web_zh" not in m["domains"] and "zh_zh" in m["domains"]
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    shard_files = {p for p in on_disk if p.split("/")[0] in m["domains"] or p.startswith("web_zh/")}
+    assert shard_files - keep == listed  # every stale shard and temporary is gone
+    assert not first & on_disk - listed
+    assert {rel: (out / rel).read_bytes() for rel in keep} == kept_bytes
+
+
+def test_cleanup_trusts_no_path_from_a_manifest(tmp_path):
+    """A tampered previous manifest (domain '..') deletes nothing outside the output."""
+    from skypile.pipelines.tokenize import previous_manifest, remove_stale_shards
+
+    out = tmp_path / "out"
+    (out / "web").mkdir(parents=True)
+    for rel in ("train-00000-of-00002.bin", "out/web/train-00000-of-00001.bin",
+                "out/web/train-00001-of-00002.bin", "out/.hidden/train-00000-of-00001.bin"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    new = {"domains": {"web": {"train": {"shards": [{"path": "web/train-00000-of-00001.bin"}]}}}}
+    previous = {"format": "skypile-token-shards",
+                "domains": {"..": {"train": {"shards": [{"path": "../train-00000-of-00002.bin"}]}},
+                            ".hidden": {}, "web": {}}}
+    (out / "manifest.json").write_text(json.dumps(previous))
+    assert previous_manifest(str(out), {}) == previous
+    remove_stale_shards(str(out), new, {}, previous_manifest(str(out), {}))
+    left = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.bin")}
+    assert left == {"train-00000-of-00002.bin", "out/web/train-00000-of-00001.bin",
+                    "out/.hidden/train-00000-of-00001.bin"}
+    (out / "manifest.json").write_text("{not json")
+    assert previous_manifest(str(out), {}) is None
+    (out / "manifest.json").write_text(json.dumps({"domains": {"web": {}}}))
+    assert previous_manifest(str(out), {}) is None  # not a shard manifest: not trusted

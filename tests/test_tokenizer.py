@@ -152,3 +152,29 @@ def test_cli_train_extend_info(data_dir, tmp_path):
     p = cli("extend", "--base", str(tmp_path / "nope.model"), "--corpus", "x", "--output", "y")
     assert p.returncode == 2 and "not a SentencePiece model" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_too_small_vocabulary_names_real_flags(data_dir, tmp_path):
+    """SentencePiece's advice names its own --character_coverage; ours names our flags,
+    and --character-coverage reaches the trainer (fewer characters must be covered)."""
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "skypile.cli", "tokenizer", "train",
+                               "--input", str(data_dir / "wiki-zh/zh_wiki_paragraphs_cmrc2018.jsonl"),
+                               "--vocab-size", "1000", "--sample-mb", "0.3",
+                               "--output", str(tmp_path / "t"), *args],
+                              capture_output=True, text=True)
+    p = cli()
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    err = p.stderr.strip().splitlines()[-1]
+    assert "--character_coverage" not in p.stderr
+    assert "--character-coverage 0.99995" in err and "--max-cjk-share" in err
+    assert "--vocab-size" in err
+    # every flag the message names exists
+    help_text = subprocess.run([sys.executable, "-m", "skypile.cli", "tokenizer", "train",
+                                "--help"], capture_output=True, text=True).stdout
+    assert all(flag in help_text for flag in ("--character-coverage", "--max-cjk-share",
+                                              "--vocab-size"))
+    needed = int(err.split(" characters")[0].rsplit(" ", 1)[1])
+    p = cli("--character-coverage", "0.98")
+    lowered = int(p.stderr.strip().splitlines()[-1].split(" characters")[0].rsplit(" ", 1)[1])
+    assert p.returncode == 2 and "--character-coverage 0.98 " in p.stderr and lowered < needed

@@ -31,6 +31,8 @@ COMMANDS = {
                "a training checkpoint -> Hugging Face LlamaForCausalLM folder (safetensors)"),
     "report": ("skypile.cli.report:run",
                "one-page Markdown + PNG report over a run of the chain (counts, perplexity, mixture, curves, tables)"),
+    "inspect": ("skypile.cli.inspect:run",
+                "browsable HTML report of a run: funnels, sampled rejects by reason, scores, clusters, shards"),
     "classifiers": ("skypile.classifiers.cli:run",
                     "train language / KenLM perplexity / quality models; writes a web config"),
     "tokenizer": ("skypile.cli.tokenizer:run",

@@ -41,7 +41,7 @@ class MegatronCommand(_OnShards):
     split: str = "train"
     """train or validation"""
     output: str = arg(metavar="PREFIX")
-    """writes PREFIX.bin and PREFIX.idx"""
+    """writes PREFIX.bin and PREFIX.idx (PREFIX's folder is made when missing)"""
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -34,11 +34,15 @@ class TokenizerTrainCommand:
     max_cjk_share: float = arg(1.0, metavar="F")
     """skip documents with more Chinese characters than this share, for a Latin base model
     to extend later (e.g. 0.1; 1.0 keeps all)"""
+    character_coverage: float = arg(tk.TokenizerTrainConfig.character_coverage, metavar="F")
+    """share of the sample's characters that get pieces of their own; the rarest others
+    fall back to bytes (lower it when the vocabulary cannot hold every character)"""
 
     def tokenizer_config(self) -> tk.TokenizerTrainConfig:
         return tk.TokenizerTrainConfig(vocab_size=self.vocab_size, threads=self.threads,
                                        sample_bytes=int(self.sample_mb * 1024 * 1024),
-                                       max_cjk_share=self.max_cjk_share)
+                                       max_cjk_share=self.max_cjk_share,
+                                       character_coverage=self.character_coverage)
 
 
 @dataclasses.dataclass(kw_only=True)

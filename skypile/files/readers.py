@@ -27,6 +27,7 @@ from skypile.files.warc import WarcParser
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PARQUET_MAGIC = b"PAR1"
+_READ_ERRORS = (EOFError, zlib.error, OSError)
 
 
 def _strip_compression_suffix(name: str) -> str:
@@ -38,6 +39,7 @@ def _strip_compression_suffix(name: str) -> str:
 
 def detect_format(path: str, head: bytes) -> str:
     """Name the reader for a file from its leading (decompressed) bytes, then its name."""
+    head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark says nothing
     if head.startswith(PARQUET_MAGIC):
         return "parquet"
     if head.startswith(b"WARC/"):
@@ -59,7 +61,11 @@ def detect_format(path: str, head: bytes) -> str:
 def read_file(path: str, opts: ReaderOptions | None = None,
               stats: ReadStats | None = None,
               storage_options: dict | None = None) -> Iterator[RawRecord | Reject]:
-    """Every record of one file, as RawRecords and Rejects. Raises only ``UnreadableFile``."""
+    """Every record of one file, as RawRecords and Rejects. Raises only ``UnreadableFile``.
+
+    A file with nothing in it (0 bytes, an empty gzip, only blank lines, no rows) is one
+    ``read:empty-file`` reject, so every input is accounted for.
+    """
     opts = opts or ReaderOptions()
     stats = stats if stats is not None else ReadStats()
     try:
@@ -67,32 +73,50 @@ def read_file(path: str, opts: ReaderOptions | None = None,
     except (OSError, ValueError) as e:
         raise UnreadableFile(f"{path}: {e}") from None
     try:
+        seen = 0
+        for item in _records(path, raw, opts, stats):
+            seen += 1
+            yield item
+        if not seen and not stats.records and not stats.skipped:
+            yield file_reject(path, "empty-file")
+    finally:
+        raw.close()
+
+
+def _records(path: str, raw: BinaryIO, opts: ReaderOptions, stats: ReadStats
+             ) -> Iterator[RawRecord | Reject]:
+    """The records of an open file, by the reader its bytes call for."""
+    try:
         magic = raw.read(4)
         raw.seek(0)
-        gz = magic.startswith(GZIP_MAGIC)
         head = _decompressed_head(raw, magic)
         raw.seek(0)
-        fmt = detect_format(path, head)
-        if fmt == "unknown":
-            raise UnreadableFile(f"{path}: not a WARC, JSONL, Parquet, .txt or .tsv file "
-                                 f"(starts with {bytes(head[:12])!r})")
-        stream = raw
-        if magic.startswith(ZSTD_MAGIC):
-            import zstandard
-            stream = io.BufferedReader(
-                zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    except OSError as e:
+        raise UnreadableFile(f"{path}: {e}") from None
+    gz = magic.startswith(GZIP_MAGIC)
+    fmt = detect_format(path, head)
+    if fmt == "unknown":
+        raise UnreadableFile(f"{path}: not a WARC, JSONL, Parquet, .txt or .tsv file "
+                             f"(starts with {bytes(head[:12])!r})")
+    stream, damage, errors = raw, "truncated-gzip" if gz else "read-error", _READ_ERRORS
+    if magic.startswith(ZSTD_MAGIC):
+        import zstandard
+        stream = io.BufferedReader(
+            zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+        damage, errors = "bad-zstd", (*errors, zstandard.ZstdError)
+    try:
         if fmt == "warc":
             yield from WarcParser(path, stream, gz, opts, stats).records()
         elif fmt == "jsonl":
             yield from jsonl_records(path, stream, gz, opts, stats)
         elif fmt == "text":
-            yield from text_records(path, stream, gz, stats)
+            yield from text_records(path, stream, gz, stats, opts)
         elif fmt == "tsv":
-            yield from tsv_pairs(path, stream, gz, stats)
+            yield from tsv_pairs(path, stream, gz, stats, opts)
         else:
             yield from parquet_records(path, stream, opts, stats)
-    finally:
-        raw.close()
+    except errors as e:  # damage the format's own reader does not check for
+        yield file_reject(path, damage, error=str(e)[:120])
 
 
 def _decompressed_head(raw: BinaryIO, magic: bytes) -> bytes:

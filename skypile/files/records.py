@@ -4,7 +4,7 @@ and the reject for a whole file or a byte offset in it."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from skypile.document import Origin, Reject, stable_id
 
@@ -46,6 +46,11 @@ class ReaderOptions:
     parallel_fields: list[str] = dataclasses.field(default_factory=list)
     """English-Chinese pairs: two JSONL/Parquet fields (e.g. [en, zh]) joined into one
     document, English first (source_kind=parallel). TSV files are always read as pairs."""
+    content: Literal["auto", "html", "text"] = "auto"
+    """What the text of JSONL/Parquet rows, WET and text files holds: "auto" sends a text that
+    looks like an HTML page or fragment through extraction, "html" sends every one, "text"
+    none. One that still looks like HTML after the extract stage, or in ``skypile dedup``
+    (which extracts nothing), is rejected: ``extract:markup``."""
 
 
 @dataclasses.dataclass

@@ -1,17 +1,29 @@
 """Row formats: JSONL (plain, .gz, .zst), Parquet, plain text and tab-separated pairs; one
-row is one record, a bad row is a reject and reading goes on."""
+row is one record, a bad row is a reject and reading goes on.
+
+Hostile rows (README, "Hostile input"): a row over ``read.max_record_bytes`` is a
+``read:too-large`` reject, skipped without being held; invalid Unicode (lone surrogates,
+bytes that are not UTF-8) and NaN / Infinity are repaired, and every repair is counted in
+the record's ``metadata["repaired"]``; ids are always strings.
+"""
 
 from __future__ import annotations
 
+import collections
 import gzip
 import io
 import json
 import zlib
 from typing import Any, BinaryIO, Iterator
 
-from skypile.document import Origin, Reject, stable_id
+from skypile.document import Origin, Reject, json_safe, stable_id
 from skypile.files.records import STAGE, RawRecord, ReaderOptions, ReadStats, file_reject
 from skypile.text.chars import preview
+
+_SKIP_CHUNK = 1 << 20  # what is read at a time while the rest of an oversized line is skipped
+_PARQUET_BATCH_ROWS = 64  # rows decoded at a time: a row group is never materialised whole
+_REPLACEMENT_UTF8 = "\ufffd".encode("utf-8")
+
 
 def _pair_text(first, second) -> str | None:
     if isinstance(first, str) and isinstance(second, str) and first.strip() and second.strip():
@@ -19,61 +31,212 @@ def _pair_text(first, second) -> str | None:
     return None
 
 
-def _row_record(row: dict, path: str, where: str, opts: ReaderOptions) -> RawRecord | Reject:
+# ---- repairs ----------------------------------------------------------------------------
+
+def _repair(row: dict, fixed: dict) -> dict:
+    """The row as strict JSON data; per field, what :func:`json_safe` changed goes to
+    ``fixed`` ({kind: {field: n}}), so the record can say exactly what was repaired."""
+    out = {}
+    for key, value in row.items():
+        fixes: collections.Counter = collections.Counter()
+        key = json_safe(key if isinstance(key, str) else str(key), fixes)
+        # one level is the row itself; metadata keeps MAX_DEPTH levels below the record
+        out[key] = json_safe(value, fixes, depth=1 if key == "metadata" else 0)
+        for kind, n in fixes.items():
+            fixed.setdefault(kind, {})[key] = fixed.get(kind, {}).get(key, 0) + n
+    return out
+
+
+def _doc_id(raw: Any, path: str, where: str, fixed: dict) -> str:
+    """Ids are strings. A missing, empty or NaN id is a stable id of the file and row; so
+    is an id that is neither a string nor a number (kept in ``repaired.bad_id``)."""
+    if isinstance(raw, str) and raw:
+        return raw
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if isinstance(raw, float):  # finite: json_safe made NaN / Infinity null
+        return repr(raw)
+    if raw not in (None, ""):
+        fixed["bad_id"] = raw
+    return stable_id(path, where)
+
+
+def _row_record(row: dict, path: str, where: str, opts: ReaderOptions,
+                fixed: dict | None = None) -> RawRecord | Reject:
+    fixed = dict(fixed or {})
+    row = _repair(row, fixed)
     if opts.parallel_fields:
         a, b = opts.parallel_fields[:2]
         text = _pair_text(row.get(a), row.get(b))
         row = {**row, "source_kind": "parallel"}
     else:
         text = row.get(opts.text_field)
-    raw_id = row.get(opts.id_field)
-    doc_id = str(raw_id) if raw_id not in (None, "") else stable_id(path, where)
-    url = row.get(opts.url_field) or ""
+    doc_id = _doc_id(row.get(opts.id_field), path, where, fixed)
+    url = row.get(opts.url_field)
+    if url is not None and not isinstance(url, str):
+        fixed["bad_url"] = url
+    url = url if isinstance(url, str) else ""
     if not isinstance(text, str):
-        return Reject.of(Origin(doc_id, str(url), path), STAGE, "no-text-field",
-                         text=json.dumps(row, ensure_ascii=False, default=str)[:1 << 20],
+        return Reject.of(Origin(doc_id, url, path), STAGE, "no-text-field",
+                         text=json.dumps(row, ensure_ascii=False)[:1 << 20],
                          file=path, at=where, field=opts.parallel_fields or opts.text_field)
     if not text.strip():
-        return Reject.of(Origin(doc_id, str(url), path), STAGE, "empty-text", file=path,
-                         at=where)
+        return Reject.of(Origin(doc_id, url, path), STAGE, "empty-text", file=path, at=where)
     # our own output rows carry a metadata object: keep it flat, not nested
     meta = dict(row["metadata"]) if isinstance(row.get("metadata"), dict) else {}
     meta.update({k: v for k, v in row.items()
                  if k not in (opts.text_field, opts.id_field, opts.url_field, "metadata",
-                              *opts.parallel_fields) and _jsonable(v)})
+                              *opts.parallel_fields)})
     meta.update({"file": path, "at": where})
-    return RawRecord(id=doc_id, url=str(url), source=path, kind="text", body=text, metadata=meta)
+    if fixed:
+        earlier = meta.get("repaired") if isinstance(meta.get("repaired"), dict) else {}
+        meta["repaired"] = {**earlier, **fixed}
+    return RawRecord(id=doc_id, url=url, source=path, kind="text", body=text, metadata=meta)
 
 
-def _jsonable(v: Any) -> bool:
-    return isinstance(v, (str, int, float, bool, type(None), list, dict))
+# ---- lines, bounded ---------------------------------------------------------------------
+
+def _ends_line(chunk: bytes | str) -> bool:
+    return chunk[-1:] in (b"\n", "\n")
+
+
+def bounded_lines(fh, limit: int) -> Iterator[tuple[int, int, bytes | str, int]]:
+    """(line number, offset, line, size) for each line of ``fh`` (bytes or text).
+
+    Never holds more than ``limit + 1`` units of a line: a longer line comes as its first
+    ``limit + 1`` units with its full ``size`` (newline excluded), the rest read past in
+    chunks. The caller rejects ``size > limit``.
+    """
+    lineno = offset = 0
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        lineno += 1
+        size, tail = len(line), line
+        while not _ends_line(tail) and size > limit:
+            tail = fh.readline(_SKIP_CHUNK)
+            if not tail:
+                break
+            size += len(tail)
+        yield lineno, offset, line, size - (1 if _ends_line(tail) else 0)
+        offset += size
+
+
+def _too_large(path: str, lineno: int, offset: int, head, size: int, cap: int) -> Reject:
+    return Reject.of(Origin(stable_id(path, str(lineno)), "", path), STAGE, "too-large",
+                     text=preview(head[:min(cap, 4096)]), file=path, line=lineno,
+                     offset=offset, bytes=size, cap=cap)
+
+
+def _decode(line: bytes) -> tuple[str, int]:
+    """UTF-8 text of a line, and how many invalid byte sequences became U+FFFD."""
+    try:
+        return line.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = line.decode("utf-8", "replace")
+        return text, text.count("\ufffd") - line.count(_REPLACEMENT_UTF8)
+
+
+def _parse_line(line: bytes, lineno: int) -> tuple[dict, dict]:
+    """The JSON object of one line and the repairs made decoding it; ValueError if none."""
+    text, bad = _decode(line)
+    if lineno == 1:
+        text = text.removeprefix("\ufeff")
+    try:
+        # strict=False: raw control characters inside strings are kept, not a reject
+        row = json.loads(text, strict=False)
+    except RecursionError:
+        raise ValueError("nested too deep to parse") from None
+    if not isinstance(row, dict):
+        raise ValueError("not an object")
+    return row, ({"invalid_utf8": {"line": bad}} if bad else {})
 
 
 def jsonl_records(path: str, stream: BinaryIO, gz: bool, opts: ReaderOptions,
                    stats: ReadStats) -> Iterator[RawRecord | Reject]:
-    text_stream = gzip.GzipFile(fileobj=stream) if gz else stream
-    lineno, offset = 0, 0
+    fh = gzip.GzipFile(fileobj=stream) if gz else stream
+    cap = opts.max_record_bytes
+    lineno = offset = 0
     try:
-        for line in text_stream:
-            lineno += 1
-            here = offset
-            offset += len(line)
+        for lineno, offset, line, size in bounded_lines(fh, cap):
+            if size > cap:
+                stats.records += 1
+                yield _too_large(path, lineno, offset, line, size, cap)
+                continue
             if not line.strip():
                 continue
             stats.records += 1
             try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("not an object")
+                row, fixed = _parse_line(line, lineno)
             except ValueError as e:
                 yield Reject.of(Origin(stable_id(path, str(lineno)), "", path), STAGE, "bad-json",
-                                text=preview(line), file=path, line=lineno, offset=here,
+                                text=preview(line), file=path, line=lineno, offset=offset,
                                 error=str(e)[:120])
                 continue
-            yield _row_record(row, path, f"line {lineno}", opts)
+            yield _row_record(row, path, f"line {lineno}", opts, fixed)
     except (EOFError, zlib.error, OSError) as e:
         yield file_reject(path, "truncated-gzip" if gz else "read-error", offset,
                           line=lineno, error=str(e)[:120])
+
+
+# ---- Parquet ----------------------------------------------------------------------------
+
+def _batch_rows(batch) -> list[tuple[dict, dict] | Exception]:
+    """A record batch as (row, repairs) pairs. String columns that are not valid UTF-8
+    are decoded with U+FFFD for the bad bytes (``{"invalid_utf8": {column: n}}``); a row
+    whose nested column is still not UTF-8 comes as the error, for a reject."""
+    import pyarrow as pa
+
+    try:
+        return [(row, {}) for row in batch.to_pylist()]
+    except UnicodeDecodeError:
+        pass
+    columns: dict[str, list] = {}
+    fixes: list[dict] = [{} for _ in range(batch.num_rows)]
+    for name, col in zip(batch.schema.names, batch.columns):
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            columns[name] = [_value(col, i) for i in range(batch.num_rows)]
+            continue
+        columns[name] = []
+        for i, raw in enumerate(col.cast(pa.large_binary()).to_pylist()):
+            text, n = _decode(raw) if raw is not None else (None, 0)
+            if n:
+                fixes[i].setdefault("invalid_utf8", {})[name] = n
+            columns[name].append(text)
+    out: list[tuple[dict, dict] | Exception] = []
+    for i in range(batch.num_rows):
+        bad = next((v for v in (c[i] for c in columns.values()) if isinstance(v, Exception)), None)
+        out.append(bad or ({name: c[i] for name, c in columns.items()}, fixes[i]))
+    return out
+
+
+def _value(col, i: int) -> Any:
+    try:
+        return col[i].as_py()
+    except UnicodeDecodeError as e:
+        return e
+
+
+def _parquet_batch(batch, path: str, first_row: int, opts: ReaderOptions,
+                   stats: ReadStats) -> Iterator[RawRecord | Reject]:
+    """The records of one batch; a row over the size cap is a reject, not a Python object."""
+    cap = opts.max_record_bytes
+    sizes = ([batch.slice(i, 1).nbytes for i in range(batch.num_rows)]
+             if batch.nbytes > cap else [0] * batch.num_rows)
+    small = [i for i, n in enumerate(sizes) if n <= cap]
+    rows = dict(zip(small, _batch_rows(batch.take(small) if len(small) < len(sizes) else batch)))
+    for i, size in enumerate(sizes):
+        stats.records += 1
+        where = f"row {first_row + i}"
+        origin = Origin(stable_id(path, where), "", path)
+        row = rows.get(i)
+        if row is None:
+            yield Reject.of(origin, STAGE, "too-large", file=path, at=where, bytes=size, cap=cap)
+        elif isinstance(row, Exception):
+            yield Reject.of(origin, STAGE, "bad-utf8", file=path, at=where, error=str(row)[:120])
+        else:
+            yield _row_record(row[0], path, where, opts, row[1])
 
 
 def parquet_records(path: str, stream: BinaryIO, opts: ReaderOptions,
@@ -81,60 +244,89 @@ def parquet_records(path: str, stream: BinaryIO, opts: ReaderOptions,
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(stream)
+        pf = pq.ParquetFile(stream, buffer_size=1 << 20)
     except Exception as e:  # pyarrow raises several unrelated types for a bad footer
         yield file_reject(path, "bad-parquet", error=str(e)[:120])
         return
     row_no = 0
     for group in range(pf.num_row_groups):
-        try:
-            table = pf.read_row_group(group)
-        except Exception as e:  # a damaged row group; the others may still be fine
-            yield file_reject(path, "bad-parquet", row_group=group, error=str(e)[:120])
-            continue
-        for row in table.to_pylist():
-            stats.records += 1
-            yield _row_record(row, path, f"row {row_no}", opts)
-            row_no += 1
+        rows = pf.metadata.row_group(group).num_rows
+        done = 0
+        batches = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=[group])
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as e:  # a damaged row group; the others may still be fine
+                yield file_reject(path, "bad-parquet", row_group=group, rows=rows - done,
+                                  first_row=row_no + done, error=str(e)[:120])
+                break
+            if batch is None:
+                break
+            yield from _parquet_batch(batch, path, row_no + done, opts, stats)
+            done += batch.num_rows
+        row_no += rows
 
 
-def text_records(path: str, stream: BinaryIO, gz: bool, stats: ReadStats
-                  ) -> Iterator[RawRecord | Reject]:
-    """Plain UTF-8 text: one document per paragraph (blank-line separated)."""
-    fh = io.TextIOWrapper(gzip.GzipFile(fileobj=stream) if gz else stream, encoding="utf-8",
+# ---- plain text and pairs ---------------------------------------------------------------
+
+def _text_lines(path: str, stream: BinaryIO, gz: bool, cap: int):
+    fh = io.TextIOWrapper(gzip.GzipFile(fileobj=stream) if gz else stream, encoding="utf-8-sig",
                           errors="replace")
+    return bounded_lines(fh, cap)
+
+
+def text_records(path: str, stream: BinaryIO, gz: bool, stats: ReadStats,
+                 opts: ReaderOptions | None = None) -> Iterator[RawRecord | Reject]:
+    """Plain UTF-8 text: one document per paragraph (blank-line separated); a paragraph
+    over ``max_record_bytes`` characters is a ``read:too-large`` reject, not held."""
+    cap = (opts or ReaderOptions()).max_record_bytes
     para: list[str] = []
-    start = number = 0
-    for lineno, line in enumerate(fh, 1):
+    start = size = 0
+    first = ""
+    for lineno, _offset, line, n in _text_lines(path, stream, gz, cap):
         if line.strip():
-            if not para:
-                start = lineno
-            para.append(line.rstrip("\n"))
+            if not size:
+                start, first = lineno, line
+            size += n + 1  # with the newline that joins it to the next line
+            if size - 1 <= cap:
+                para.append(line.rstrip("\n"))
+            else:  # over the cap: the rest of the paragraph is only counted
+                para = []
             continue
-        if para:
-            number += 1
-            stats.records += 1
-            yield RawRecord(id=stable_id(path, str(start)), url="", source=path, kind="text",
-                            body="\n".join(para), metadata={"file": path, "at": f"line {start}"})
-            para = []
-    if para:
-        stats.records += 1
-        yield RawRecord(id=stable_id(path, str(start)), url="", source=path, kind="text",
-                        body="\n".join(para), metadata={"file": path, "at": f"line {start}"})
+        yield from _paragraph(path, start, para, size, cap, stats, first)
+        para, size = [], 0
+    yield from _paragraph(path, start, para, size, cap, stats, first)
 
 
-def tsv_pairs(path: str, stream: BinaryIO, gz: bool, stats: ReadStats
-               ) -> Iterator[RawRecord | Reject]:
+def _paragraph(path: str, start: int, para: list[str], size: int, cap: int,
+               stats: ReadStats, first: str) -> Iterator[RawRecord | Reject]:
+    if not size:
+        return
+    stats.records += 1
+    rid = stable_id(path, str(start))
+    if size - 1 > cap:
+        yield Reject.of(Origin(rid, "", path), STAGE, "too-large", text=preview(first[:4096]),
+                        file=path, line=start, bytes=size - 1, cap=cap)
+        return
+    yield RawRecord(id=rid, url="", source=path, kind="text", body="\n".join(para),
+                    metadata={"file": path, "at": f"line {start}"})
+
+
+def tsv_pairs(path: str, stream: BinaryIO, gz: bool, stats: ReadStats,
+              opts: ReaderOptions | None = None) -> Iterator[RawRecord | Reject]:
     """Parallel text: ``english<TAB>chinese`` per line, each pair one document."""
-    fh = io.TextIOWrapper(gzip.GzipFile(fileobj=stream) if gz else stream, encoding="utf-8",
-                          errors="replace")
-    for lineno, line in enumerate(fh, 1):
+    cap = (opts or ReaderOptions()).max_record_bytes
+    for lineno, offset, line, size in _text_lines(path, stream, gz, cap):
         if not line.strip():
             continue
         stats.records += 1
+        rid = stable_id(path, str(lineno))
+        if size > cap:
+            yield Reject.of(Origin(rid, "", path), STAGE, "too-large", text=preview(line[:4096]),
+                            file=path, line=lineno, bytes=size, cap=cap)
+            continue
         cols = line.rstrip("\n").split("\t")
         text = _pair_text(*cols[:2]) if len(cols) >= 2 else None
-        rid = stable_id(path, str(lineno))
         if text is None:
             yield Reject.of(Origin(rid, "", path), STAGE, "not-a-pair", text=line, file=path,
                             line=lineno)

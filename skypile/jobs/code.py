@@ -60,7 +60,8 @@ class CodeFilter:
         meta = dict(rec.metadata)
         reason = codelib.check(meta, rec.body, self.cfg)
         if reason:
+            notes = {k: meta[k] for k in ("repaired", "encoding") if k in meta}
             return Reject.of(rec, "code", reason, text=rec.body,
-                             **{k: meta[k] for k in ("repo", "path", "language")})
+                             **{k: meta.get(k, "") for k in ("repo", "path", "language")}, **notes)
         return Document(id=rec.id, text=rec.body, url=rec.url, source=rec.source, metadata=meta)
 

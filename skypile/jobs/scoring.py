@@ -31,9 +31,9 @@ class PerplexityConfig:
     cutoffs: str = ""
     """CCNet-format cutoff.csv with per-language percentiles of perplexity."""
     head_percentile: int = 30
-    """Documents at or below this percentile of their language are 'head'."""
+    """Documents strictly below this percentile of their language are 'head' (CCNet's rule)."""
     middle_percentile: int = 60
-    """...at or below this one 'middle'; the rest are 'tail'."""
+    """...strictly below this one 'middle'; the rest are 'tail'."""
 
 
 @dataclasses.dataclass

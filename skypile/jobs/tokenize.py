@@ -8,7 +8,8 @@ import dataclasses
 
 from skypile.document import Document, Reject
 from skypile.files.readers import ReaderOptions
-from skypile.tokens.domains import HeldOutConfig, LabelConfig, label
+from skypile.tokens.domains import HeldOutConfig, LabelConfig, bad_domain, check_labels, label
+from skypile.tokens.manifest import lang_of, source_of
 from skypile.tokens.tokenizer import Tokenizer
 
 
@@ -36,22 +37,34 @@ class TokenizeConfig:
 
 def check(cfg: TokenizeConfig) -> None:
     """Make ``cfg`` one this job can run: its inputs are documents already, so the reader
-    accepts text records only, whatever the config says."""
+    accepts text records only, whatever the config says; the label rules must name safe
+    folders (ConfigError otherwise)."""
     cfg.read.text_only = True
+    check_labels(cfg.labels)
 
 
 class Encoder:
     """The ``tokenize`` stage: a Document and the held-out ids in; ``((domain, split),
-    (id, tokens + [EOS]))``, or a Reject (tokenize:too-short) when fewer than
-    ``shards.min_doc_tokens`` tokens are left."""
+    (id, tokens + [EOS]), (source, lang))``, or a Reject: tokenize:bad-domain when its
+    label (filled from its metadata) is not a safe folder name, tokenize:too-short when
+    fewer than ``shards.min_doc_tokens`` tokens are left.
 
-    def __init__(self, model: str, cfg: TokenizeConfig):
-        self.cfg = cfg
+    ``(source, lang)`` is what the manifest's breakdown counts it under: the nearest of
+    ``roots`` (:func:`~skypile.tokens.manifest.source_roots` of the inputs) above the
+    file it was read from, and its metadata's ``lang``; both come from small sets."""
+
+    def __init__(self, model: str, cfg: TokenizeConfig, roots: tuple[str, ...] = ()):
+        self.cfg, self.roots = cfg, frozenset(roots)
         self._tok = Tokenizer(model)
 
     def __call__(self, doc: Document, held_out_ids) -> tuple | Reject:
+        domain = label(doc, self.cfg.labels)
+        why = bad_domain(domain)
+        if why:
+            return Reject.of(doc, "tokenize", "bad-domain", domain=domain[:200], why=why)
         ids = self._tok.encode(doc.text)
         if len(ids) < self.cfg.shards.min_doc_tokens:
             return Reject.of(doc, "tokenize", "too-short")
         split = "validation" if doc.id in held_out_ids else "train"
-        return (label(doc, self.cfg.labels), split), (doc.id, ids + [self._tok.eos_id])
+        return ((domain, split), (doc.id, ids + [self._tok.eos_id]),
+                (source_of(doc.source, self.roots), lang_of(doc.metadata)))

@@ -64,7 +64,8 @@ WEB = Command(
 DEDUP = Command(
     "skypile dedup",
     "Deduplicate a JSONL/Parquet document set (fields id, text, optional url and lang; "
-    "--read.text_field etc. to rename): recurring blocks, exact, MinHash LSH, semantic.",
+    "--read.text_field etc. to rename): recurring blocks, exact, MinHash LSH, semantic. "
+    "Nothing is extracted: a text that is an HTML page is rejected (extract:markup).",
     STAGES[1:], ("exact", "minhash"), True)
 
 
@@ -81,6 +82,9 @@ def check(cfg: WebConfig, cmd: Command = WEB) -> list[str]:
         raise ConfigError(f"extract.metadata={cfg.extract.metadata!r}: use fast or full")
     if cmd.text_only:
         cfg.read.text_only = True
+        if cfg.read.content == "html":
+            raise ConfigError(f"read.content=html: {cmd.prog} does not extract HTML; "
+                              "run skypile web on these documents")
     if ("perplexity" in cfg.stages or "quality" in cfg.stages) and "langid" not in cfg.stages:
         raise ConfigError("the perplexity and quality stages need the langid stage")
     if "perplexity" in cfg.stages and not cfg.perplexity.models:

@@ -91,7 +91,8 @@ def stats(text: str) -> dict[str, float]:
 
 
 def sample_keep(repo: str, path: str, rate: float) -> bool:
-    return zlib.crc32(f"{repo}/{path}".encode("utf-8")) / 2 ** 32 < rate
+    # surrogatepass: a name with undecodable bytes still hashes (and the same way every run)
+    return zlib.crc32(f"{repo}/{path}".encode("utf-8", "surrogatepass")) / 2 ** 32 < rate
 
 
 def check(meta: dict, text: str, cfg: CodeFilterConfig) -> str | None:

@@ -9,13 +9,17 @@ smallest id. ``keep_key`` encodes that rule.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import itertools
+import json
 import re
 import struct
 import sys
 import unicodedata
 import urllib.parse
+from typing import Iterator
 
 import numpy as np
 
@@ -80,12 +84,12 @@ def url_key(url: str) -> str:
     """
     if not url:
         return ""
-    try:
+    try:  # a bad IPv6 host or a port that is not a number: the URL as it is
         parts = urllib.parse.urlsplit(url.strip())
+        port = parts.port if parts.port not in (None, 80, 443) else None
     except ValueError:
         return url.strip()
     host = (parts.hostname or "").lower().removeprefix("www.")
-    port = parts.port if parts.port not in (None, 80, 443) else None
     query = sorted((k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
                    if not _TRACKING.match(k.lower()))
     path = parts.path.rstrip("/") or ""
@@ -95,6 +99,26 @@ def url_key(url: str) -> str:
 
 def content_hash(text: str) -> str:
     return hashlib.sha1(normalize(text).encode("utf-8")).hexdigest()
+
+
+def text_hash(text: str) -> str:
+    """SHA-1 of the exact text (no normalisation): equal only for the same characters."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def renamed_id(doc_id: str, hash_of_text: str) -> str:
+    """The id given to a text whose id another, different text keeps (``id#<hash>``).
+
+    It depends on the text alone, never on which copy arrived first, so every run and
+    every ordering names the same text the same way.
+    """
+    return f"{doc_id}#{hash_of_text[:12]}"
+
+
+def copy_key(doc: Document) -> tuple[str, str, str]:
+    """Which of several copies with the same id and text is kept: the smallest key
+    (source, URL, metadata), whatever order they come in."""
+    return doc.source, doc.url, json.dumps(doc.metadata, sort_keys=True, default=str)
 
 
 def keep_key(doc_id: str, text_len: int) -> tuple[int, str]:
@@ -126,11 +150,29 @@ class MinHashConfig:
 
 def shingles(text: str, cfg: MinHashConfig) -> set[bytes]:
     """Word n-grams for space-delimited text, character n-grams for CJK text."""
-    toks = tokens(text)
-    n = cfg.ngram_chars if is_cjk(toks) else cfg.ngram_words
-    if len(toks) <= n:
-        return {" ".join(toks).encode("utf-8")} if toks else set()
-    return {" ".join(toks[i:i + n]).encode("utf-8") for i in range(len(toks) - n + 1)}
+    return set(iter_shingles(text, cfg))
+
+
+def iter_shingles(text: str, cfg: MinHashConfig) -> Iterator[bytes]:
+    """The shingles of :func:`shingles` one at a time (repeats included), without a list
+    of the text's tokens: memory stays at a few copies of the text, whatever its size."""
+    norm = normalize(text)
+    count = cjk = 0
+    for m in _TOKENS.finditer(norm):  # a first pass decides the shingle kind (is_cjk)
+        count += 1
+        tok = m.group()
+        cjk += len(tok) == 1 and _CJK.match(tok) is not None
+    if not count:
+        return
+    n = cfg.ngram_chars if cjk * 2 > count else cfg.ngram_words
+    toks = (m.group() for m in _TOKENS.finditer(norm))
+    if count <= n:
+        yield " ".join(toks).encode("utf-8")
+        return
+    window = collections.deque(itertools.islice(toks, n - 1), maxlen=n)
+    for tok in toks:
+        window.append(tok)
+        yield " ".join(window).encode("utf-8")
 
 
 def lsh_params(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, int]:
@@ -155,6 +197,10 @@ def lsh_params(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, 
     return best
 
 
+SIGNATURE_CHUNK = 4096
+"""Shingles per MinHash update: 256 permutations x 4096 x 8 bytes = 8 MiB at a time."""
+
+
 class MinHasher:
     """Signatures with datasketch's MinHash, fixed seed and permutations."""
 
@@ -166,12 +212,19 @@ class MinHasher:
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.fn_weight)
 
     def signature(self, text: str) -> np.ndarray | None:
-        sh = shingles(text, self.cfg)
-        if not sh:
-            return None
-        m = self._template.copy()
-        m.update_batch(list(sh))
-        return m.hashvalues.astype(np.uint32)
+        """The text's signature (None without shingles), in bounded memory.
+
+        Shingles are hashed :data:`SIGNATURE_CHUNK` at a time and folded in with a running
+        minimum, so the permutations x shingles matrix is never larger than
+        ``num_perm x SIGNATURE_CHUNK``; a minimum over repeats is the minimum over the set,
+        so the signature is the one of the whole shingle set at once.
+        """
+        m, empty = self._template.copy(), True
+        stream = iter_shingles(text, self.cfg)
+        while chunk := list(itertools.islice(stream, SIGNATURE_CHUNK)):
+            m.update_batch(chunk)
+            empty = False
+        return None if empty else m.hashvalues.astype(np.uint32)
 
     def band_keys(self, sig: np.ndarray) -> list[bytes]:
         r = self.rows

@@ -4,6 +4,12 @@ The steps, each with its own reject reason (all prefixed ``extract:``):
 HTTP status and media type, Content-Encoding (size-capped), charset, binary sniffing,
 a nesting-depth guard, trafilatura inside a time budget, then the clean-up pass of
 ``skypile.text.cleanup``. Title, date and URL go to ``metadata``.
+
+Text records (JSONL, Parquet, WET) whose text is an HTML page take the same road
+(``read.content``). The last step of the stage, for every record, is the markup check: a
+document whose text still looks like HTML is rejected (``extract:markup``), so raw markup
+never passes as clean text; ``skypile dedup``, which does not extract, runs that check alone
+(:func:`text_document`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any, Callable
 from skypile.files import payload
 from skypile.text.chars import preview
 from skypile.text.cleanup import CleanupConfig, clean_text, units
-from skypile.text.markup import fast_metadata, nesting_depth, rough_text, unwrap_unknown_root
+from skypile.text.markup import (fast_metadata, looks_like_html, markup_profile, nesting_depth,
+                                 rough_text, unwrap_unknown_root)
 from skypile.text.sandbox import Sandbox, SandboxError
 from skypile.document import Document, Reject
 from skypile.files.readers import RawRecord
@@ -95,11 +102,14 @@ class Extractor:
 
     def __init__(self, cfg: ExtractConfig | None = None,
                  gate: Callable[[str], tuple[str, float]] | None = None,
-                 gate_langs: tuple[str, ...] = ()):
+                 gate_langs: tuple[str, ...] = (), content: str = "auto"):
         """``gate``: a language identifier, text -> (lang, probability), injected by the
         caller from the configured model (the core does not load models); ``gate_langs``:
-        the languages the gate lets through (empty: no gate; see ExtractConfig.lang_gate)."""
-        self.cfg = cfg or ExtractConfig()
+        the languages the gate lets through (empty: no gate; see ExtractConfig.lang_gate);
+        ``content``: what text records hold, auto / html / text (ReaderOptions.content)."""
+        if content not in CONTENT:
+            raise ValueError(f"content={content!r}: use one of {', '.join(CONTENT)}")
+        self.cfg, self.content = cfg or ExtractConfig(), content
         self.limits = payload.Limits(max_payload_bytes=self.cfg.max_page_bytes)
         self._sandbox = Sandbox(self.cfg.timeout_s, _TARGET) if self.cfg.sandbox else None
         self.gate_langs = tuple(gate_langs)
@@ -113,6 +123,9 @@ class Extractor:
         t0 = time.perf_counter()
         try:
             doc = self._extract(rec)
+            extracted = rec.kind != "text" or doc.metadata.get("payload") == "html"
+            _check_markup(doc.text, extracted, "" if extracted else
+                          f"read.content={self.content} kept this text record unextracted")
         except (ExtractError, payload.PayloadError) as e:
             keep_text = e.reason not in _NO_TEXT_REASONS
             return Reject.of(rec, STAGE, e.reason, text=_preview(rec.body) if keep_text else "",
@@ -123,11 +136,7 @@ class Extractor:
     def _extract(self, rec: RawRecord) -> Document:
         meta = dict(rec.metadata)
         if rec.kind == "text":
-            text = payload.strip_control(rec.body if isinstance(rec.body, str)
-                                      else rec.body.decode("utf-8", "replace"))
-            if not text.strip():
-                raise ExtractError("empty-body")
-            return Document(id=rec.id, text=text, url=rec.url, source=rec.source, metadata=meta)
+            return self._from_text(rec, meta)
         body = rec.body if isinstance(rec.body, bytes) else rec.body.encode("utf-8")
         content_type = meta.pop("content_type", "")
         if rec.kind == "http":
@@ -162,12 +171,31 @@ class Extractor:
         if mtype in payload.TEXT_TYPES:
             return Document(id=rec.id, text=text.strip(), url=rec.url, source=rec.source,
                             metadata=meta)
-        depth = nesting_depth(text, self.cfg.max_depth)
+        return self._page(rec, text, meta)
+
+    def _from_text(self, rec: RawRecord, meta: dict) -> Document:
+        """A record that is text already: kept as it is, or, when it holds an HTML page
+        (``content``: html, or auto and it looks like one), extracted like a page. Its
+        text is a decoded string: no charset step, whatever its <meta charset> says."""
+        text = payload.strip_control(rec.body if isinstance(rec.body, str)
+                                     else rec.body.decode("utf-8", "replace"))
+        if not text.strip():
+            raise ExtractError("empty-body")
+        if self.content == "html" or self.content == "auto" and looks_like_html(text):
+            if len(text) > self.cfg.max_page_bytes:
+                raise ExtractError("too-large", chars=len(text), cap=self.cfg.max_page_bytes)
+            meta["payload"] = "html"
+            return self._page(rec, text, meta)
+        return Document(id=rec.id, text=text, url=rec.url, source=rec.source, metadata=meta)
+
+    def _page(self, rec: RawRecord, html: str, meta: dict) -> Document:
+        """A decoded HTML page: depth guard, language gate, then trafilatura."""
+        depth = nesting_depth(html, self.cfg.max_depth)
         if depth > self.cfg.max_depth:
             raise ExtractError("too-deep", depth=f">{self.cfg.max_depth}")
         if self._lid is not None:
-            self._gate(text)
-        return self._from_html(rec, text, meta)
+            self._gate(html)
+        return self._from_html(rec, html, meta)
 
     def _gate(self, html: str) -> None:
         sample = rough_text(html)
@@ -211,6 +239,34 @@ class Extractor:
         if not result:
             return "", {}
         return clean_text(result["text"], result["title"], self.cfg.cleanup)
+
+
+CONTENT = ("auto", "html", "text")
+"""What text records may hold (ReaderOptions.content)."""
+
+
+def _check_markup(text: str, extracted: bool, hint: str = "") -> None:
+    """The last step for every document: a text that still looks like HTML is no document.
+
+    It catches what extraction let through and, above all, HTML kept as text: a text
+    record under ``read.content=text``, or in ``skypile dedup``, which does not extract.
+    """
+    if looks_like_html(text):
+        tags, share = markup_profile(text, min_tags=1)
+        raise ExtractError("markup", tags=tags, markup_share=round(share, 3),
+                           extracted=extracted, **({"hint": hint} if hint else {}))
+
+
+def text_document(rec: RawRecord) -> Document | Reject:
+    """A text record as a document when no extraction runs (``skypile dedup``): its text
+    as it is, or the ``extract:markup`` reject when it is an HTML page, not text."""
+    text = rec.body if isinstance(rec.body, str) else rec.body.decode("utf-8", "replace")
+    try:
+        _check_markup(text, False, "skypile dedup does not extract HTML: run skypile web on it")
+    except ExtractError as e:
+        return Reject.of(rec, STAGE, e.reason, text=_preview(text), **e.detail, **_where(rec))
+    return Document(id=rec.id, text=text, url=rec.url, source=rec.source,
+                    metadata=dict(rec.metadata))
 
 
 def _where(rec: RawRecord) -> dict[str, Any]:

@@ -3,16 +3,19 @@
 The scorers (language id, perplexity, quality classifier, heuristics) only write
 metadata; this module decides, in a fixed order of checks, each with its own reason:
 ``lang`` (lang:unsupported, lang:low-score, or routed to OUTPUT/other), ``heuristic``
-(heuristic:<name>), ``perplexity`` (perplexity:tail) and ``quality`` (quality:low).
-Thresholds can therefore be re-tuned without re-scoring.
+(heuristic:<name>), ``perplexity`` (perplexity:invalid for a NaN, infinite, negative or
+non-numeric perplexity, whatever its bucket says; perplexity:tail) and ``quality``
+(quality:low). Thresholds can therefore be re-tuned without re-scoring.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from skypile.document import Document
 from skypile.text import heuristics
+from skypile.text.cutoffs import valid_perplexity
 
 CHECKS = ("lang", "heuristic", "perplexity", "quality")
 """The checks in the order they run; each is a stage of its own in stats.json."""
@@ -45,6 +48,16 @@ def quality_group(score: float, groups: dict) -> str:
     return "low"
 
 
+def _bad_perplexity(m: dict) -> bool:
+    """A perplexity is there (not None) and is not one a bucket can be given."""
+    return m.get("perplexity") is not None and not valid_perplexity(m["perplexity"])
+
+
+def _json_safe(value):
+    """NaN and infinities as text (strict JSON has no such numbers); the rest as it is."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def decide(doc: Document, cfg: FilterConfig, checks: tuple[str, ...]) -> tuple[str, str, dict]:
     """(check, outcome, detail): outcome is 'keep' (passed every check), 'drop' or 'route'."""
     m = doc.metadata
@@ -59,6 +72,9 @@ def decide(doc: Document, cfg: FilterConfig, checks: tuple[str, ...]) -> tuple[s
             failed = heuristics.failures(m["heuristics"], m.get("lang", ""), cfg.heuristics)
             if failed:
                 return check, "drop", {"reason": f"heuristic:{failed[0]}", "failed": failed}
+        elif check == "perplexity" and _bad_perplexity(m):
+            return check, "drop", {"reason": "perplexity:invalid",
+                                   "perplexity": _json_safe(m["perplexity"])}
         elif check == "perplexity" and m.get("bucket") and m["bucket"] not in cfg.keep_buckets:
             return check, "drop", {"reason": f"perplexity:{m['bucket']}"}
         elif check == "quality" and "quality_score" in m:

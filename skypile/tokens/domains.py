@@ -5,6 +5,10 @@ A rule matches on the URL (regex), the file the document came from (regex), and/
 metadata values (``{"corpus": "stem"}``, ``{"lang": ["en", "zh"]}``). Without a match the
 default applies, a template over metadata such as ``web_{lang}``.
 
+A domain is a folder under the output, and a template fills it from data, so every label
+is checked against an allowlist (:func:`bad_domain`); the tokenize stage rejects a
+document whose label fails (tokenize:bad-domain) instead of writing outside its folder.
+
 Held-out validation documents are chosen by a hash of the id, so the same document is
 held out on every run, whatever the order or sharding of the input.
 """
@@ -15,6 +19,7 @@ import dataclasses
 import re
 import zlib
 
+from skypile.config import ConfigError
 from skypile.document import Document
 
 
@@ -60,14 +65,45 @@ def _matches(rule: LabelRule, doc: Document) -> bool:
 
 
 _FIELD = re.compile(r"\{(\w+)\}")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_DOMAIN_CHARS = 64
+RESERVED = frozenset({"rejects", "manifest.json", "stats.json", "config.json", "datacard.md",
+                      "tokenizer.model"})
+"""Names the output itself uses next to the domain folders (compared case-insensitively)."""
 
 
 def label(doc: Document, cfg: LabelConfig) -> str:
+    """The document's domain, as the rules and the default say; not yet checked
+    (:func:`bad_domain`), since a template takes its text from the document."""
     for rule in cfg.rules:
         if _matches(rule, doc):
             return rule.domain
-    name = _FIELD.sub(lambda m: str(doc.metadata.get(m.group(1)) or "other"), cfg.default)
-    return re.sub(r"[^\w.-]", "_", name)
+    return _FIELD.sub(lambda m: str(doc.metadata.get(m.group(1)) or "other"), cfg.default)
+
+
+def bad_domain(name: str) -> str | None:
+    """Why ``name`` cannot be a folder under the output, or None when it can: ASCII
+    letters, digits, '_', '.', '-', starting with a letter or digit (no '..', no hidden
+    or staging folder), at most MAX_DOMAIN_CHARS, and none of the output's own names."""
+    if not isinstance(name, str) or not _SAFE.fullmatch(name):
+        return "only A-Z a-z 0-9 _ . - allowed, starting with a letter or digit"
+    if len(name) > MAX_DOMAIN_CHARS:
+        return f"longer than {MAX_DOMAIN_CHARS} characters"
+    if name.lower() in RESERVED:
+        return "a name the output uses itself"
+    return None
+
+
+def check_labels(cfg: LabelConfig) -> None:
+    """Raise ConfigError when a rule's domain, or the default with every {field} filled,
+    is not a safe folder name: a config error, before any document is read."""
+    for rule in cfg.rules:
+        why = bad_domain(rule.domain)
+        if why:
+            raise ConfigError(f"labels.rules: domain {rule.domain!r} is not a folder name ({why})")
+    why = bad_domain(_FIELD.sub("x", cfg.default))
+    if why:
+        raise ConfigError(f"labels.default {cfg.default!r} does not make a folder name ({why})")
 
 
 def hash_fraction(doc_id: str, salt: str = "heldout") -> float:

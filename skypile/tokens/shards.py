@@ -18,9 +18,13 @@ The trainer and the tokenize pipeline share this module: one reader, one writer.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import io
+import os
+import re
 import struct
+import threading
 from typing import Iterable
 
 import numpy as np
@@ -34,6 +38,18 @@ _HEADER = struct.Struct("<8sIIQQ32x")
 
 class ShardError(ValueError):
     """A file that is not a shard of a version this code reads."""
+
+
+SHARD_NAME = re.compile(r"(train|validation)-\d{5}-of-\d{5}\.bin")
+"""A shard's file name in its domain's folder."""
+
+
+def is_shard_path(rel: str) -> bool:
+    """``<domain>/<split>-NNNNN-of-MMMMM.bin``, one folder deep: a manifest path that
+    stays inside its shard set (no '..', no absolute path, no other file)."""
+    parts = rel.split("/") if isinstance(rel, str) else []
+    return (len(parts) == 2 and parts[0] not in ("", ".", "..") and "\\" not in rel
+            and SHARD_NAME.fullmatch(parts[1]) is not None)
 
 
 def dtype_code(vocab_size: int) -> int:
@@ -120,18 +136,49 @@ def sha256(data: bytes) -> str:
 
 # ---- a manifest's shards -----------------------------------------------------------------
 
-class ShardSet:
-    """The shards a manifest lists, on any fsspec URL, checksums verified on first read.
+class RemoteTokens:
+    """A remote shard's tokens, read by range (``tokens[a:b]``) through fsspec's block cache:
+    only the blocks that a window touches are fetched, never the whole file."""
 
-    Local shards are memory-mapped; remote ones are read whole (and cached) once.
+    def __init__(self, f, header: Header, lock: threading.Lock):
+        self._f, self._lock, self.dtype = f, lock, header.dtype
+        self.shape = (header.n_tokens,)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("remote shard tokens are read by slices, e.g. tokens[a:b]")
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("remote shard tokens are read in steps of 1")
+        n = max(stop - start, 0)
+        with self._lock:  # one file position, shared with the prefetch thread
+            self._f.seek(HEADER_BYTES + start * self.dtype.itemsize)
+            data = self._f.read(n * self.dtype.itemsize)
+        return np.frombuffer(data, dtype=self.dtype, count=n)
+
+
+class ShardSet:
+    """The shards a manifest lists, on any fsspec URL, opened lazily (on first use).
+
+    Local shards are memory-mapped; remote ones are read by range through a block cache
+    (``block_size`` bytes a block), never whole. Each shard is checked against the manifest
+    when first opened: size and header always, the sha256 when ``verify``. With
+    ``check_cache`` (a node-local folder) a passed check leaves a marker there, keyed by the
+    shard's URL, size, modification stamp and sha256, so every process of a node (and a
+    restarted run) finds it and only the first one hashes the file.
     """
 
-    def __init__(self, root: str, storage_options: dict | None = None, verify: bool = True):
+    def __init__(self, root: str, storage_options: dict | None = None, verify: bool = True,
+                 check_cache: str | None = None, block_size: int = 1 << 20):
         import json
 
         import fsspec
 
         self.root, self.so, self.verify = root.rstrip("/"), storage_options or {}, verify
+        self.check_cache, self.block_size = check_cache, block_size
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **self.so)
         try:
             with self.fs.open(f"{self._root_path}/manifest.json", "rt") as f:
@@ -143,7 +190,12 @@ class ShardSet:
         if self.manifest.get("version") != VERSION:
             raise ShardError(f"{root} holds shard format version {self.manifest.get('version')}; "
                              f"this SkyPile reads version {VERSION}: re-tokenize")
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def local(self) -> bool:
+        return "file" in self.fs.protocol
 
     def domains(self) -> list[str]:
         return sorted(self.manifest["domains"])
@@ -154,25 +206,66 @@ class ShardSet:
     def tokens(self, domain: str, split: str = "train") -> int:
         return self.manifest["domains"].get(domain, {}).get(split, {}).get("tokens", 0)
 
-    def load(self, entry: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens, offsets) of one shard entry, verified against the manifest."""
+    def url(self, relative: str) -> str:
+        """The URL of a file of the set (a shard, the tokenizer), from its manifest path."""
+        return f"{self.root}/{relative}"
+
+    def load(self, entry: dict) -> tuple:
+        """(tokens, offsets) of one shard entry, opened and checked on first use: tokens
+        is a memory map (local) or a ``RemoteTokens`` (remote); both slice to numpy."""
         key = entry["path"]
-        if key not in self._cache:
-            path = f"{self._root_path}/{key}"
-            if "file" in self.fs.protocol:
-                if self.verify:
-                    with open(path, "rb") as f:
-                        digest = hashlib.file_digest(f, "sha256").hexdigest()
-                    self._check(entry, digest)
-                shard = Shard(path)
-                self._cache[key] = (shard.tokens, shard.offsets)
-            else:
-                data = self.fs.cat_file(path)
-                if self.verify:
-                    self._check(entry, sha256(data))
-                _h, tokens, offsets = decode(data, key)
-                self._cache[key] = (tokens, offsets)
+        with self._lock:  # the prefetch thread and the main thread may ask together
+            if key not in self._cache:
+                self._cache[key] = self._open(entry)
         return self._cache[key]
+
+    def _open(self, entry: dict) -> tuple:
+        if not is_shard_path(entry.get("path")):
+            raise ShardError(f"{self.root}/manifest.json lists {entry.get('path')!r}, which is "
+                             "not a shard path of the set (<domain>/<split>-NNNNN-of-MMMMM.bin)")
+        path = f"{self._root_path}/{entry['path']}"
+        info = self.fs.info(path)
+        if "bytes" in entry and info["size"] != entry["bytes"]:
+            raise ShardError(f"{self.url(entry['path'])} has {info['size']} bytes, the manifest "
+                             f"says {entry['bytes']} (partly written?): re-run skypile tokenize")
+        if self.verify:
+            self._verify_once(entry, path, info)
+        if self.local:
+            shard = Shard(path)
+            return shard.tokens, shard.offsets
+        f = self.fs.open(path, "rb", block_size=self.block_size, cache_type="blockcache",
+                         cache_options={"maxblocks": 8})
+        h = parse_header(f.read(HEADER_BYTES), self.url(entry["path"]))
+        if h.size_bytes != info["size"]:
+            raise ShardError(f"{self.url(entry['path'])} is truncated or has trailing bytes")
+        f.seek(HEADER_BYTES + h.n_tokens * h.dtype.itemsize)
+        offsets = np.frombuffer(f.read((h.n_docs + 1) * 8), dtype="<u8")
+        return RemoteTokens(f, h, threading.Lock()), offsets
+
+    def _verify_once(self, entry: dict, path: str, info: dict) -> None:
+        if not self.check_cache:
+            return self._check(entry, self._digest(path))
+        stamp = next((str(info[k]) for k in ("mtime", "LastModified", "ETag", "created")
+                      if k in info), "")
+        key = sha256(json_bytes([self.url(entry["path"]), info["size"], stamp, entry["sha256"]]))
+        folder = os.path.join(self.check_cache, "verified")
+        os.makedirs(folder, exist_ok=True)
+        marker = os.path.join(folder, key)
+        with open(marker + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the node's other processes wait, then see it
+            if not os.path.exists(marker):
+                self._check(entry, self._digest(path))
+                with open(marker + ".tmp", "w") as f:
+                    f.write(self.url(entry["path"]) + "\n")
+                os.replace(marker + ".tmp", marker)
+
+    def _digest(self, path: str) -> str:
+        """sha256 of a shard, streamed in 8 MiB pieces (constant memory, local or remote)."""
+        h = hashlib.sha256()
+        with self.fs.open(path, "rb", block_size=8 << 20, cache_type="none") as f:
+            while chunk := f.read(8 << 20):
+                h.update(chunk)
+        return h.hexdigest()
 
     def _check(self, entry: dict, digest: str) -> None:
         if digest != entry["sha256"]:
@@ -184,7 +277,13 @@ class ShardSet:
         for entry in self.entries(domain, split):
             tokens, offsets = self.load(entry)
             for i in range(len(offsets) - 1):
-                yield tokens[offsets[i]:offsets[i + 1]]
+                yield tokens[int(offsets[i]):int(offsets[i + 1])]
+
+
+def json_bytes(value) -> bytes:
+    import json
+
+    return json.dumps(value, sort_keys=True).encode("utf-8")
 
 
 # ---- Megatron-LM's indexed dataset --------------------------------------------------------
@@ -193,7 +292,12 @@ _MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
 
 
 def to_megatron(shard_set: ShardSet, domain: str, split: str, prefix: str) -> tuple[str, str]:
-    """Write PREFIX.bin / PREFIX.idx (Megatron-LM MMapIndexedDataset), one document per sequence."""
+    """Write PREFIX.bin / PREFIX.idx (Megatron-LM MMapIndexedDataset), one document per
+    sequence; PREFIX's folder is made when missing."""
+    if prefix.endswith(("/", os.sep)) or os.path.isdir(prefix):
+        raise ShardError(f"{prefix} is a folder; give a prefix in it, e.g. "
+                         f"{os.path.join(prefix, domain + '_' + split)}")
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     sizes: list[int] = []
     dtype = None
     with open(prefix + ".bin", "wb") as out:

@@ -121,8 +121,23 @@ def train(patterns: list[str], output_prefix: str, cfg: TokenizerTrainConfig,
                     max_sentence_length=cfg.max_sentence_length, logstream=log,
                     **llama_style_options(cfg.vocab_size))
         except RuntimeError as e:
-            raise TokenizerError(f"SentencePiece training failed: {str(e).strip()}") from None
+            raise TokenizerError(training_error(str(e), cfg)) from None
     return Path(output_prefix + ".model")
+
+
+_TOO_FEW_PIECES = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
+
+
+def training_error(message: str, cfg: TokenizerTrainConfig) -> str:
+    """SentencePiece's error in our terms: its advice names its own flag
+    (--character_coverage), which ``skypile tokenizer train`` spells --character-coverage."""
+    m = _TOO_FEW_PIECES.search(message)
+    if not m:
+        return f"SentencePiece training failed: {message.strip()}"
+    return (f"SentencePiece training failed: {m.group(1)} pieces cannot hold the {m.group(2)} "
+            f"characters that --character-coverage {cfg.character_coverage} keeps; raise "
+            f"--vocab-size, lower --character-coverage, or skip Chinese-heavy documents for a "
+            f"Latin base model with --max-cjk-share (e.g. 0.1)")
 
 
 # ---- extension --------------------------------------------------------------------------

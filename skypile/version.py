@@ -1,0 +1,57 @@
+"""Which code made an output, and how it was launched.
+
+Every pipeline command records both in its ``stats.json`` (``skypile_version``,
+``command``), so a data card can name them for each run of a chain. Asked once per run,
+on the machine that launched it, never on a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+
+from skypile import __version__
+
+
+def _git(where: str, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_version(where: str | None = None) -> str:
+    """``skypile X.Y.Z`` plus ``git describe`` of the source tree when there is one.
+
+    Only a tree that tracks this package counts: an installed copy inside some other
+    repository (a virtual environment in a project) is not described by that project's
+    commit. Never fails: no git, no repository or a slow disk leave the git part out.
+    """
+    where = where or os.path.dirname(os.path.abspath(__file__))
+    described = None
+    if _git(where, "ls-files", "--error-unmatch", "--", "__init__.py") is not None:
+        described = _git(where, "describe", "--always", "--dirty", "--tags")
+    return f"skypile {__version__}" + (f" (git {described})" if described else "")
+
+
+_SECRET_FLAG = re.compile(r"--storage_options\b")
+_URL_USER = re.compile(r"(://)[^/@\s]+@")
+
+
+def launch_command(prog: str, argv: list[str]) -> str:
+    """``prog`` and its arguments as one shell-quoted line. Credentials stay out: the
+    value of any ``--storage_options...`` flag and a ``user:password@`` in a URL are
+    masked."""
+    words, mask_next = [], False
+    for arg in argv:
+        if mask_next:
+            arg, mask_next = "***", False
+        elif _SECRET_FLAG.match(arg):
+            name, eq, _value = arg.partition("=")
+            arg, mask_next = (f"{name}=***", False) if eq else (arg, True)
+        words.append(_URL_USER.sub(r"\1***@", arg))
+    return " ".join([prog, *map(shlex.quote, words)])
