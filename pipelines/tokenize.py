@@ -15,6 +15,7 @@ domains that this manifest does not list, never other files under the output.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import re
 import uuid
@@ -51,7 +52,8 @@ class WriteShards(beam.DoFn):
 
     def process(self, element):
         (domain, split, index, count), docs = element
-        docs = sorted(docs)  # by id: the same bytes on every run
+        # by id (then, for a repeated id, by tokens): the same bytes on every run
+        docs = sorted(docs, key=lambda d: (d[0], hashlib.sha1(d[1]).digest()))
         data = shards.encode([tokens for _id, tokens in docs], self.vocab_size)
         digest = shards.sha256(data)
         rel = f"{domain}/{split}-{index:05d}-of-{count:05d}.bin"

@@ -142,7 +142,8 @@ def test_encoder_stage_labels_splits_or_rejects(corpus):
     (domain, split), (doc_id, ids), source_lang = enc(doc, {"a": True})
     assert (domain, split, doc_id) == ("stem", "validation", "a")
     assert source_lang == ("other", "en")  # a document from no input of the run
-    assert ids == tok.encode(doc.text) + [tok.eos_id]
+    assert ids.tolist() == tok.encode(doc.text) + [tok.eos_id]
+    assert ids.dtype == np.uint16  # the shard's dtype for a vocabulary under 65,536
     assert enc(doc, {})[0] == ("stem", "train")
     short = enc(Document(id="s", text="a"), {})
     assert isinstance(short, Reject) and (short.stage, short.reason) == ("tokenize",

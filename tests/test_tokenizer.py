@@ -178,3 +178,63 @@ def test_too_small_vocabulary_names_real_flags(data_dir, tmp_path):
     p = cli("--character-coverage", "0.98")
     lowered = int(p.stderr.strip().splitlines()[-1].split(" characters")[0].rsplit(" ", 1)[1])
     assert p.returncode == 2 and "--character-coverage 0.98 " in p.stderr and lowered < needed
+
+
+def test_long_texts_encode_in_pieces_with_the_same_tokens(tmp_path):
+    """encode_array cuts a long text at single spaces between words: the tokens equal one
+    SentencePiece call; a text with no such space is cut after a line break instead."""
+    import random
+
+    import numpy as np
+
+    from skypile.tokens.tokenizer import Tokenizer, TokenizerTrainConfig, _pieces, train
+
+    corpus = tmp_path / "c.txt"
+    rng = random.Random(7)
+    words = ["river", "harbour", "council", "shelter", "9", "42", "你好", "世界", "x\u2581y"]
+    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12))
+                                for _ in range(400)))
+    train([str(corpus)], str(tmp_path / "t"), TokenizerTrainConfig(vocab_size=300))
+    tok = Tokenizer(str(tmp_path / "t.model"))
+    for trial in range(60):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(50, 400)))
+        pieces = list(_pieces(text, 40))
+        assert " ".join(pieces) == text and all(len(p) <= 40 for p in pieces)
+        got = tok.encode_array(text, np.uint16, chunk_chars=40)
+        assert got.dtype == np.uint16
+        assert got.tolist() == tok.encode(text), trial
+    cjk = "\n".join("你好世界" * rng.randint(3, 8) for _ in range(50))  # no spaces at all
+    pieces = list(_pieces(cjk, 40))
+    assert "".join(pieces) == cjk and all(len(p) <= 40 for p in pieces)
+    assert tok.decode(tok.encode_array(cjk, np.uint16, chunk_chars=40).tolist()) \
+        .replace(" ", "") == cjk.replace(" ", "")
+
+
+def test_a_document_at_the_size_cap_encodes_in_bounded_memory(tmp_path):
+    """A 20 MB text (the readers' default cap) with a tiny vocabulary, about one token per
+    byte: the encoder's peak stays well under 1 GiB above the process's baseline."""
+    import subprocess
+    import sys
+
+    from skypile.tokens.tokenizer import TokenizerTrainConfig, train
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world this is text\n" * 300)
+    train([str(corpus)], str(tmp_path / "t"), TokenizerTrainConfig(vocab_size=300))
+    code = f"""
+import random, resource
+from skypile.jobs.tokenize import Encoder, TokenizeConfig
+from skypile.document import Document
+enc = Encoder({str(tmp_path / 't.model')!r}, TokenizeConfig())
+rng = random.Random(1)
+words = [f"w{{i}}" for i in range(50000)]
+text = " ".join(rng.choice(words) for _ in range(3_000_000))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = enc(Document(id="big", text=text), set())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(text.encode()), len(out[1][1]), (peak - base) // 1024)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    size, tokens, grew_mib = map(int, proc.stdout.split())
+    assert size > 19_000_000 and tokens > 15_000_000
+    assert grew_mib < 512, f"encoding grew the process by {grew_mib} MiB"

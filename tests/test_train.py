@@ -138,10 +138,9 @@ def test_pipeline_stages_match_no_pipeline(shards, tmp_path, schedule, procs, po
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"parallel.zero1": True}, "parallel.zero1 does not combine with parallel.pp > 1"),
-    ({"parallel.bf16": True}, "parallel.bf16 does not combine with parallel.pp > 1"),
     ({"parallel.microbatches": 3}, "not a multiple of parallel.microbatches"),
     ({"parallel.pp": 3}, "does not divide the 2 processes"),
+    ({"parallel.microbatches": 1}, "1f1b needs parallel.microbatches >= parallel.pp"),
 ])
 def test_pipeline_refuses_what_it_cannot_honour(over, message):
     from skypile.trainer import pipeline
@@ -149,7 +148,9 @@ def test_pipeline_refuses_what_it_cannot_honour(over, message):
     cfg = config("unused", "unused", **{"parallel.pp": 2, **over})
     with pytest.raises(cfglib.ConfigError, match=message):
         pipeline.check(cfg, world=2)
-    pipeline.check(config("unused", "unused", **{"parallel.pp": 2}), world=2)  # fsdp's default
+    # fsdp's default, ZeRO-1 and bf16 all combine with stages (tests/test_parallel.py)
+    for ok in ({}, {"parallel.zero1": True, "parallel.bf16": True}):
+        pipeline.check(config("unused", "unused", **{"parallel.pp": 2, **ok}), world=4)
 
 
 def test_bad_schedule_is_one_line(tmp_path):

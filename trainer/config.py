@@ -10,7 +10,9 @@ command runs), from ``$SKYPILE_DATA``; nothing reads the environment at import.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -27,8 +29,8 @@ class DataConfig:
 
     shards: str = ""
     """Token shards written by skypile tokenize (local or fsspec URL)."""
-    weights: dict = dataclasses.field(default_factory=dict)
-    """Source/domain -> mixture weight (normalised)."""
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Source/domain -> mixture weight (normalised), e.g. {web_zh: 0.5, stem: 0.5}."""
     ramp_source: str = ""
     """Stage-2: the source whose share ramps linearly over the run (e.g. stem)."""
     ramp_start: float = 0.1
@@ -41,6 +43,34 @@ class DataConfig:
     """Sequences per step and process."""
     seed: int = 0
     """Seed of the batch stream (with the step, it fixes every batch)."""
+    max_repeat: float = 5.0
+    """Most passes over any source's training tokens in the run (the mixture plan's cap,
+    the report's five epochs); counted from the weights before the run starts."""
+    over_repeat: Literal["error", "warn"] = "error"
+    """Past max_repeat: refuse to start (error) or log a warning and train (warn)."""
+    prefetch: int = 2
+    """Batches made ahead in a background thread (0: none)."""
+    block_size: int = 1 << 20
+    """Bytes per ranged read of a remote shard (fsspec block cache; a shard is never
+    downloaded whole)."""
+    check_cache: str = dataclasses.field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "skypile-shard-checks"))
+    """Node-local folder of markers for shards already checked against the manifest's
+    sha256 (one check per node and shard); empty: every process checks on first use."""
+
+    def __post_init__(self):
+        bad = [k for k, v in self.weights.items() if not v >= 0 or math.isinf(v)]
+        if bad:
+            raise cfglib.ConfigError(f"data.weights.{bad[0]}={self.weights[bad[0]]!r}: a weight "
+                                     "is a finite number >= 0")
+        if self.weights and sum(self.weights.values()) <= 0:
+            raise cfglib.ConfigError("data.weights: the weights sum to zero")
+        if self.ramp_source and self.ramp_source not in self.weights:
+            raise cfglib.ConfigError(f"data.ramp_source={self.ramp_source!r} is not one of "
+                                     f"data.weights ({', '.join(self.weights) or 'none'})")
+        for name in ("ramp_start", "ramp_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise cfglib.ConfigError(f"data.{name}={getattr(self, name)!r}: a share in [0, 1]")
 
 
 @dataclasses.dataclass
@@ -56,7 +86,9 @@ class CheckpointConfig:
     keep_every: int = 0
     """Also keep every checkpoint whose step is a multiple of this (released snapshots)."""
     init_from: str = ""
-    """Start from this checkpoint's weights (Stage-1 -> Stage-2), with a fresh optimiser."""
+    """Start from this checkpoint's weights (Stage-1 -> Stage-2), or a Hugging Face Llama
+    folder's (skypile train's command line takes the model shape from its config.json),
+    with a fresh optimiser."""
 
 
 @dataclasses.dataclass
@@ -74,24 +106,35 @@ class ParallelConfig:
     """Parallelism (``parallel``); applied by trainer/parallelize.py and trainer/pipeline.py."""
 
     fsdp: bool = True
-    """FSDP2 (fully_shard) over all processes when there are more than one; it applies only
-    without ZeRO-1 and without pipeline stages (parallel.pp > 1 keeps whole stages on each
-    replica), so the default needs no change when pipelining."""
+    """FSDP2 (fully_shard per block) over the data-parallel replicas when there are more
+    than one (with parallel.pp > 1: each stage over its replicas, as torchtitan does);
+    parallel.zero1 replaces it."""
     zero1: bool = False
-    """Shard only the optimizer state (ZeRO-1), as the report chose, instead of FSDP2 (not
-    with parallel.pp > 1)."""
+    """Shard only the optimizer state (ZeRO-1), as the report chose, instead of FSDP2: the
+    weights are replicated (DDP, bucketed all-reduce), the AdamW state is split over the
+    data-parallel replicas and checkpointed sharded (also per pipeline stage)."""
     bf16: bool = False
-    """bf16 mixed precision (FSDP2 policy; autocast without FSDP; not with parallel.pp > 1)."""
+    """bf16 mixed precision on every path: FSDP2's policy (bf16 weights and activations,
+    float32 gradient reduction) where FSDP2 shards, otherwise autocast around the forward
+    (float32 weights, gradients and optimizer state; bf16 matmuls and activations)."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (also per pipeline stage)."""
     compile: bool = False
     """torch.compile each block (also per pipeline stage)."""
     pp: int = 1
-    """Pipeline stages (the processes form a data-parallel x pipeline mesh)."""
+    """Pipeline stages (the processes form a pipeline x data-parallel mesh, pipeline
+    outermost)."""
     pp_schedule: Literal["1f1b", "gpipe"] = "1f1b"
     """Pipeline schedule: 1f1b or gpipe."""
     microbatches: int = 2
     """Microbatches per step when pipelining (the batch must divide evenly)."""
+    bucket_mb: float = 25.0
+    """Gradient all-reduce bucket size in MiB (DDP's, and the pipeline stages' replicas')."""
+    grad_accum: int = 1
+    """Micro-steps per optimiser step (gradient accumulation, outside the pipeline's
+    microbatches): each process trains on data.batch_size sequences per micro-step, so the
+    global batch is batch_size x data-parallel replicas x grad_accum. The data-parallel
+    reduction runs once per step (with parallel.pp > 1: once per micro-step)."""
 
 
 @dataclasses.dataclass
@@ -104,6 +147,9 @@ class TrainConfig:
     """Model fields that differ from the preset (e.g. vocab_size)."""
     steps: int = 100
     """Optimiser steps in this run."""
+    stop_at: int = 0
+    """Stop after this step (0: at ``steps``) without changing the schedule, which still
+    spans ``steps``: a crash drill (resume runs on from the last checkpoint)."""
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
@@ -111,6 +157,9 @@ class TrainConfig:
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     device: str = "auto"
     """cuda when available, else cpu (auto), or name one."""
+    peak_tflops: float = 0.0
+    """The device's dense bf16 peak in TFLOP/s for MFU (0: from the table of known GPUs;
+    an unknown GPU needs it, the CPU reports MFU only with it)."""
 
     def model_config(self) -> ModelConfig:
         if self.preset not in PRESETS:
@@ -236,3 +285,6 @@ class ExportConfig:
     """the Hugging Face model folder to write"""
     dtype: Dtype = "float32"
     """dtype of the written weights"""
+    max_shard_gb: float = 5.0
+    """largest safetensors file, in GB; a bigger model is split into
+    model-0000K-of-0000N.safetensors with model.safetensors.index.json"""

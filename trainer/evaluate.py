@@ -134,8 +134,15 @@ def scored_prefix(encode, text: str, cap: int) -> str:
     return text[:lo]
 
 
+def average_ppl(ppls: list[float]) -> float:
+    """The report's Average: exp of the mean domain loss, i.e. the geometric mean of the
+    domains' perplexities (not their arithmetic mean, which the hardest domain dominates)."""
+    return math.exp(sum(math.log(p) for p in ppls) / len(ppls))
+
+
 def table6(scores: list[DomainScore], rescaled: bool = False) -> tuple[list[str], list[list]]:
-    """One row per model, one column per domain, then the average of the domains' perplexity."""
+    """One row per model, one column per domain, then the Average as the report computes
+    it (``average_ppl``, over the domains the model was scored on)."""
     domains = list(dict.fromkeys(s.domain for s in scores))
     header = ["model", *domains, "avg"]
     rows = []
@@ -143,7 +150,7 @@ def table6(scores: list[DomainScore], rescaled: bool = False) -> tuple[list[str]
         by = {s.domain: s for s in scores if s.model == model}
         vals = [(by[d].rescaled_ppl if rescaled else by[d].ppl) if d in by else None for d in domains]
         known = [v for v in vals if v is not None]
-        rows.append([model, *vals, sum(known) / len(known) if known else None])
+        rows.append([model, *vals, average_ppl(known) if known else None])
     return header, rows
 
 

@@ -124,17 +124,16 @@ def run_config(run: Path) -> TrainConfig:
 
 
 def tokenizer_of_run(cfg) -> str:
-    """The tokenizer path recorded in the run's shard manifest."""
+    """A local path of the run's tokenizer: the copy in its shard set (``tokenizer.model``,
+    fetched when the set is remote), or what an older manifest recorded."""
+    from skypile.tokens.manifest import tokenizer_file
     from skypile.tokens.shards import ShardSet
 
     try:
-        path = ShardSet(cfg.data.shards, verify=False).manifest["tokenizer"]["path"]
+        return tokenizer_file(ShardSet(cfg.data.shards, verify=False))
     except Exception as e:  # noqa: BLE001 - any failure means: ask for --tokenizer
         raise ModelLoadError(f"cannot find the run's tokenizer through data.shards "
                              f"({cfg.data.shards}): {e}; pass --tokenizer") from None
-    if not Path(path).exists():
-        raise ModelLoadError(f"the run's tokenizer {path} is gone; pass --tokenizer")
-    return path
 
 
 def load_skypile_weights(step: Path, cfg: TrainConfig) -> modellib.Transformer:

@@ -1,15 +1,21 @@
 """A LLaMA-style decoder: RoPE, pre-norm RMSNorm, SwiGLU, no biases.
 
 Free of torch.distributed: parallelism (FSDP2, pipeline stages, activation checkpointing,
-compile) is applied from outside. Build on the meta device, then ``materialize`` to
-allocate and initialise on the real one, so that a 13B model is never allocated twice.
-Attention goes through flash-attn when it imports and runs on CUDA, otherwise through
-``F.scaled_dot_product_attention``.
+compile) is applied from outside. Build on the meta device (``build_meta``), cut or shard,
+then allocate and initialise only what this process keeps (``materialize`` here for a
+whole model, ``parallelize.materialize`` for a stage or a shard). Each parameter's initial
+value comes from its own generator, seeded by (seed, its name in the full model)
+(``init_parameter_``), so a pipeline stage or an FSDP shard gets exactly the values a
+one-process build with the same seed has, without drawing the rest of the model.
+Attention goes through flash-attn when it imports, runs on CUDA and q/k/v are bf16 or fp16
+(under autocast the block's input stays float32, its projections do not), otherwise
+through ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 
 import torch
@@ -97,6 +103,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
 
 
+FLASH_DEVICES = ("cuda",)
+
+
+def use_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """flash-attn takes fp16/bf16 CUDA tensors: decided on q/k/v, which autocast makes bf16
+    while the block's input (the float32 residual stream) is not."""
+    return (flash_attn_func is not None and q.device.type in FLASH_DEVICES
+            and q.dtype in (torch.float16, torch.bfloat16) and q.dtype == k.dtype == v.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -111,7 +127,7 @@ class Attention(nn.Module):
         q = apply_rope(self.wq(x).view(b, s, self.n_heads, self.head_dim), cos, sin)
         k = apply_rope(self.wk(x).view(b, s, self.n_heads, self.head_dim), cos, sin)
         v = self.wv(x).view(b, s, self.n_heads, self.head_dim)
-        if flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+        if use_flash(q, k, v):
             out = flash_attn_func(q, k, v, causal=True)
         else:
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
@@ -165,33 +181,54 @@ class Transformer(nn.Module):
         return self.output(h) if self.output is not None else h
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Normal(0, std) for matrices, scaled down for the residual outputs; ones for norms."""
-        std = self.cfg.init_std
-        out_std = std / math.sqrt(2 * self.cfg.n_layers)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, out_std if name.endswith((".wo", ".w2")) else std)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, 0.0, std)
-            elif isinstance(module, RMSNorm):
-                module.reset_parameters()
+    def init_weights(self, seed: int = 0) -> None:
+        """Every parameter by ``init_parameter_`` (its own generator), then the RoPE tables."""
+        for name, p in self.named_parameters():
+            init_parameter_(name, p, self.cfg, seed)
+        self.reset_buffers()
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
         cos, sin = rope_tables(self.cfg, self.rope_cos.device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
 
 
+def _seed_of(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
+
+
+@torch.no_grad()
+def init_parameter_(name: str, tensor: torch.Tensor, cfg: ModelConfig, seed: int) -> torch.Tensor:
+    """Fill ``tensor`` (the whole parameter ``name``, named as in the full, unwrapped model)
+    with its initial value: ones for norms; normal(0, init_std) for matrices and the
+    embedding, the std scaled by 1/sqrt(2 n_layers) for the residual outputs (wo, w2).
+    Drawn from a generator seeded by (seed, name), so it does not depend on what else this
+    process builds."""
+    if name.endswith("norm.weight"):
+        return tensor.fill_(1.0)
+    std = cfg.init_std
+    if name.endswith((".wo.weight", ".w2.weight")):
+        std = std / math.sqrt(2 * cfg.n_layers)
+    gen = torch.Generator(device=tensor.device).manual_seed(_seed_of(seed, name))
+    return tensor.normal_(0.0, std, generator=gen)
+
+
+def build_meta(cfg: ModelConfig) -> Transformer:
+    """The model on the meta device: shapes only, no memory (cut or shard it, then
+    materialise)."""
+    with torch.device("meta"):
+        return Transformer(cfg)
+
+
 def build(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> Transformer:
     """Build on the meta device, then allocate on ``device`` and initialise."""
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    return materialize(model, device, seed)
+    return materialize(build_meta(cfg), device, seed)
 
 
 def materialize(model: Transformer, device, seed: int = 0) -> Transformer:
     model.to_empty(device=device)
-    torch.manual_seed(seed)
-    model.init_weights()
+    model.init_weights(seed)
     return model
 
 

@@ -39,15 +39,19 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def adamw(model: nn.Module, cfg: OptimConfig, zero1: bool = False) -> torch.optim.Optimizer:
-    """AdamW; with ``zero1`` its state is sharded over the data-parallel ranks (ZeRO-1)."""
+def adamw(model: nn.Module, cfg: OptimConfig, zero1: bool = False,
+          group=None) -> torch.optim.Optimizer:
+    """AdamW; with ``zero1`` its state is sharded over the data-parallel ranks of ``group``
+    (ZeRO-1; None: all processes): each rank keeps and updates its share of the
+    parameters, then broadcasts them."""
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8)
     if zero1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
         groups = param_groups(model, cfg.weight_decay)
         opt = ZeroRedundancyOptimizer(groups[0]["params"], optimizer_class=torch.optim.AdamW,
-                                      weight_decay=cfg.weight_decay, **kwargs)
+                                      process_group=group, weight_decay=cfg.weight_decay,
+                                      **kwargs)
         opt.add_param_group(groups[1])
         return opt
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **kwargs)

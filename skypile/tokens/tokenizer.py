@@ -305,6 +305,39 @@ def breakdown(model_path: str) -> Breakdown:
 # ---- encoding ---------------------------------------------------------------------------
 
 _META = "\u2581"
+CHUNK_CHARS = 1 << 20
+"""Characters encoded in one SentencePiece call at most (:meth:`Tokenizer.encode_array`)."""
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """``text`` in consecutive pieces of at most ``size`` characters for separate encoding.
+
+    A piece ends, by preference, before a single space between two words: the next piece
+    starts at the word, and SentencePiece's word-start mark stands for the space, so the
+    tokens are exactly those of one call. Without such a space in the second half of the
+    window, it ends after a line break (the next piece then gains a word-start mark), and
+    failing that at ``size`` characters.
+    """
+    start, n = 0, len(text)
+    while start < n:
+        end = min(start + size, n)
+        if end == n:
+            yield text[start:]
+            return
+        lo = start + size // 2
+        cut = _single_space.search(text[lo:end][::-1])
+        if cut:  # searched backwards: the last single space of the window
+            at = end - cut.start() - 2
+            yield text[start:at]
+            start = at + 1
+            continue
+        nl = text.rfind("\n", lo, end)
+        end = nl + 1 if nl >= 0 else end
+        yield text[start:end]
+        start = end
+
+
+_single_space = re.compile(r"\S \S")
 _PLACEHOLDERS = [chr(c) for c in range(0xF8FF, 0xF800, -1)]  # private use: never in a vocab
 
 
@@ -344,6 +377,25 @@ class Tokenizer:
                 out.append(ids[i])
                 i += 1
         return out
+
+    def encode_array(self, text: str, dtype, chunk_chars: int = CHUNK_CHARS) -> "np.ndarray":
+        """``encode(text)`` as a numpy array of ``dtype``, in bounded memory.
+
+        SentencePiece needs tens of bytes per token while it encodes, so a 20 MB text
+        (one token per byte in the worst case) would take a worker over a gigabyte. A text
+        longer than ``chunk_chars`` is encoded in pieces (:func:`_pieces`): cut at a space
+        between words the tokens are exactly those of one call; a text with no such space
+        (Chinese without spaces) is cut after a line break, where the next piece gains a
+        word-start mark. Shorter texts encode exactly as :meth:`encode`.
+        """
+        import numpy as np
+
+        if len(text) <= chunk_chars:
+            return np.asarray(self.encode(text), dtype=dtype)
+        parts = []
+        for piece in _pieces(text, chunk_chars):
+            parts.append(np.asarray(self.encode(piece), dtype=dtype))
+        return np.concatenate(parts)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if any(_META in t for t in texts):
