@@ -85,7 +85,7 @@ $(D)/models/web.yaml: | venv kenlm
 	$(SKYPILE) classifiers train --data $(SKYPILE_DATA) --output $(D)/models
 
 $(D)/web/stats.json: $(D)/models/web.yaml
-	$(call step,2,web pipeline over every WARC: extract > blocks > exact > minhash > langid > perplexity > quality > stem)
+	$(call step,2,web pipeline over every WARC: extract > exact > minhash > blocks > langid > perplexity > quality > stem)
 	$(SKYPILE) web --config $(D)/models/web.yaml $(DEMO_BEAM) \
 		--input '$(SKYPILE_DATA)/warc/*/*.warc*' \
 		--input '$(SKYPILE_DATA)/extraction-en/pages.warc.gz' \

@@ -100,7 +100,7 @@ def quality(args) -> None:
     rows.append(("datasketch MinHashLSH baseline", score(docs, labels, baseline_kept(docs)),
                  time.perf_counter() - t0))
     with tempfile.TemporaryDirectory() as tmp:
-        for stages in ("exact,minhash", "blocks,exact,minhash", "blocks,exact,minhash,semantic"):
+        for stages in ("exact,minhash", "exact,minhash,blocks", "exact,minhash,semantic,blocks"):
             out = Path(tmp) / stages.replace(",", "_")
             seconds = run_skypile([str(data / "neardup/dev.jsonl")], out, stages)
             rows.append((f"skypile dedup {stages}", score(docs, labels, kept_ids(out)), seconds))

@@ -1,15 +1,17 @@
 """Distribution filtering and deduplication as Beam transforms.
 
-Stages, in the order they run: ``blocks`` (recurring text blocks cut, CCNet-style),
-``exact`` (normalised URL and content hash), ``minhash`` (MinHash LSH, CJK-aware shingles,
-connected components) and ``semantic`` (SemDeDup-like, multilingual sentence embeddings).
+Stages, in the order they run: ``exact`` (normalised URL and content hash), ``minhash``
+(MinHash LSH, CJK-aware shingles, connected components), ``semantic`` (SemDeDup-like,
+multilingual sentence embeddings), then ``blocks`` (recurring text blocks), which counts
+over the documents dedup kept: copies collapse first, so a text repeated on many sites
+comes out once with its body, and only what recurs across different documents is cut.
 
-No step holds the corpus in one worker: documents are joined with small per-id decisions
-by key; the only side inputs are the frequent-block table and the k-means centroids, both
+No step holds the corpus in one worker: documents are joined with small per-id or
+per-block decisions by key; the only side input is the k-means centroids, which is
 bounded. Every stage returns {"docs", "rejects", "stats"} and ``skypile dedup`` runs them
 on any JSONL / Parquet document set.
 
-Repeated ids: the first stage keyed by id (exact, minhash or semantic) first runs
+Repeated ids: the first stage keyed by id (exact, minhash, semantic or blocks) first runs
 :class:`UniqueIds`. Copies with the same id and the same text are one document: one is
 kept, the others are rejected (``<stage>:duplicate-id``). Distinct texts that share an id
 are all kept: the longest keeps the id, each other one is renamed ``id#<text hash>``
@@ -28,11 +30,12 @@ from apache_beam import pvalue
 
 from skypile.files import output
 from skypile.text.dedup import (BlocksConfig, CutBlocks, ExactConfig, MinHashConfig, MinHasher,
-                                SemanticConfig, block_hash, content_hash, copy_key, keep_key,
-                                renamed_id, similarity, text_hash, url_key)
+                                SemanticConfig, block_verdict, content_hash, copy_key, doc_blocks,
+                                host_of, keep_key, merge_block_counts, renamed_id, similarity,
+                                text_hash, url_key)
 from skypile.document import Document, Reject
 from skypile.text.semantic import cluster_pairs, kmeans
-from skypile.pipelines.common import REJECTS, STATS, ApplyStage, StageFn, with_rejects
+from skypile.pipelines.common import REJECTS, STATS, StageFn, with_rejects
 
 # ---- shared: join decisions back to documents --------------------------------------------
 
@@ -158,57 +161,137 @@ def unique_ids(docs, stage: str, wanted: bool | None) -> tuple:
 
 # ---- recurring blocks --------------------------------------------------------------------
 
-class _CountBlock(beam.CombineFn):
-    """(count, one example line) per block hash."""
+class _DocBlocks(beam.DoFn):
+    """A document -> ((block, host), (1, line)) per distinct block, to count, and
+    (block, ("member", keep key, id)) tagged ``members``, to join the verdicts back."""
 
-    def create_accumulator(self):
-        return (0, "")
+    def __init__(self, cfg: BlocksConfig):
+        self.cfg = cfg
 
-    def add_input(self, acc, line):
-        return (acc[0] + 1, acc[1] or line)
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        return (sum(a[0] for a in accs), next((a[1] for a in accs if a[1]), ""))
-
-    def extract_output(self, acc):
-        return acc
+    def process(self, doc: Document):
+        host, key = host_of(doc), keep_key(doc.id, len(doc.text))
+        for h, line in doc_blocks(doc.text, self.cfg):
+            yield (h, host), (1, line)
+            yield pvalue.TaggedOutput("members", (h, ("member", key, doc.id)))
 
 
-def _distinct_blocks(doc: Document, cfg: BlocksConfig):
-    seen = {}
-    for line in doc.text.split("\n"):
-        h = block_hash(line, cfg)
-        if h is not None and h not in seen:
-            seen[h] = line.strip()[:300]
-    return list(seen.items())
+def _sum_with_line(values):
+    """Combiner of (count, example line): the sum, and the smallest line (order-free)."""
+    total, line = 0, None
+    for n, example in values:
+        total += n
+        line = example if line is None else min(line, example)
+    return total, line
+
+
+def _cuts(element):
+    """(block, its verdict if any and its member documents) -> (id, block) to cut.
+
+    The grouped values are read twice, never listed (a chrome block is in every page of a
+    site): first for the verdict and the owner (the longest member, ``keep_key``), then to
+    send the cuts. Chrome is cut from every member, shared text from all but the owner.
+    """
+    block, values = element
+    verdict, owner = None, None
+    for tag, key, doc_id in values:
+        if tag == "verdict":
+            verdict = key
+        elif owner is None or (key, doc_id) > owner:
+            owner = (key, doc_id)
+    if verdict is None:
+        return
+    for tag, _key, doc_id in values:
+        if tag == "member" and (verdict == "chrome" or doc_id != owner[1]):
+            yield doc_id, block
+
+
+class _Cut(StageFn):
+    """(id, {"doc": [Document], "cut": [block hash, ...]}) -> the document, cut, or its reject."""
+
+    stage = "blocks"
+
+    def __init__(self, cfg: BlocksConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self._cut = CutBlocks(self.cfg)
+
+    def process(self, element):
+        _id, joined = element
+        docs = sorted(joined["doc"], key=lambda d: (-len(d.text), d.text, copy_key(d)))
+        for extra in docs[1:]:  # as in _Decide: only a clash of renamed ids meets here
+            yield self.drop(Reject.of(extra, self.stage, "duplicate-id", kept_id=extra.id))
+        for doc in docs[:1]:
+            result = self._cut(doc, set(joined["cut"]))
+            if isinstance(result, Reject):
+                yield self.drop(result)
+                continue
+            self.keep(self.stage)
+            yield result
+
+
+def _report_row(kv, cfg: BlocksConfig):
+    """(block, count) -> (verdict or "kept", row) for a block in two documents or more."""
+    _h, count = kv
+    docs, hosts, site, line = count
+    if docs < 2:
+        return []
+    verdict = block_verdict(count, cfg) or "kept"
+    return [(verdict, {"documents": docs, "hosts": hosts, "site_documents": site,
+                       "verdict": verdict, "block": line})]
+
+
+def _row_rank(row):
+    return row["documents"], row["hosts"], row["site_documents"], row["block"]
 
 
 class RecurringBlocks(beam.PTransform):
-    """Counts each line (block) across the corpus; cuts those in too many documents."""
+    """The ``blocks`` stage, after dedup: counts each line (block) over the documents that
+    dedup kept, per document and per host; cuts site chrome from every document and keeps
+    one copy of text shared across sites (BlocksConfig). No side input: the verdicts meet
+    the documents by block, then by id.
+    """
 
-    def __init__(self, cfg: BlocksConfig, staging: str, storage_options: dict):
+    def __init__(self, cfg: BlocksConfig, staging: str, storage_options: dict,
+                 unique_ids: bool | None = None):
         super().__init__()
-        self.cfg, self.staging, self.so = cfg, staging, storage_options
+        self.cfg, self.staging, self.so, self.unique_ids = cfg, staging, storage_options, unique_ids
 
     def expand(self, docs):
         cfg = self.cfg
-        counts = (docs
-                  | "Blocks" >> beam.FlatMap(_distinct_blocks, cfg)
-                  | "Count" >> beam.CombinePerKey(_CountBlock()))
-        frequent = counts | "Frequent" >> beam.Filter(lambda kv: kv[1][0] > cfg.max_occurrences)
-        (frequent
-         | "Top" >> beam.combiners.Top.Of(cfg.report_top, key=lambda kv: kv[1][0])
+        docs, ids = unique_ids(docs, "blocks", self.unique_ids)
+        blocks = docs | "Blocks" >> beam.ParDo(_DocBlocks(cfg)).with_outputs("members",
+                                                                               main="sites")
+        counts = (blocks.sites
+                  | "PerSite" >> beam.CombinePerKey(_sum_with_line)
+                  | "ByBlock" >> beam.Map(lambda kv: (kv[0][0], (kv[1][0], 1, kv[1][0], kv[1][1])))
+                  | "PerBlock" >> beam.CombinePerKey(merge_block_counts))
+        verdicts = counts | "Verdicts" >> beam.FlatMap(
+            lambda kv: [(kv[0], ("verdict", v, None))] if (v := block_verdict(kv[1], cfg)) else [])
+        cuts = ((verdicts, blocks.members)
+                | "VerdictsAndMembers" >> beam.Flatten()
+                | "ByBlockHash" >> beam.GroupByKey()
+                | "Cuts" >> beam.FlatMap(_cuts))
+        (counts
+         | "ReportRows" >> beam.FlatMap(_report_row, cfg)
+         | "Top" >> beam.combiners.Top.PerKey(cfg.report_top, key=_row_rank)
+         | "AllTops" >> beam.combiners.ToDict()
          | "Report" >> beam.Map(self._report))
-        result = docs | "Cut" >> with_rejects(ApplyStage(CutBlocks, cfg, stage="blocks"),
-                                              pvalue.AsDict(frequent))
-        # ids are as they came: unique after this only when they were before
-        return _as_stage_output(result, unique=getattr(docs, "skypile_unique_ids", False))
+        keyed = docs | "KeyDocs" >> beam.Map(lambda d: (d.id, d))
+        result = ({"doc": keyed, "cut": cuts}
+                  | "JoinCuts" >> beam.CoGroupByKey()
+                  | "Cut" >> with_rejects(_Cut(cfg)))
+        return _as_stage_output(result, ids)
 
-    def _report(self, top):
-        rows = [{"count": c, "block": line} for _h, (c, line) in top]
+    def _report(self, tops: dict):
+        cfg = self.cfg
+        cut = sorted(tops.get("chrome", []) + tops.get("shared", []), key=_row_rank,
+                     reverse=True)[:cfg.report_top]
         output.write_json(output.join(self.staging, "reports", "recurring_blocks.json"),
-                          {"max_occurrences": self.cfg.max_occurrences, "top": rows}, self.so)
+                          {"counted_over": "documents kept by dedup",
+                           "min_site_documents": cfg.min_site_documents,
+                           "min_hosts": cfg.min_hosts, "top": cut,
+                           "kept": tops.get("kept", [])}, self.so)
 
 
 # ---- exact -------------------------------------------------------------------------------

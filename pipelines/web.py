@@ -5,7 +5,8 @@
     skypile dedup --input GLOB --output DIR_OR_URL [--config FILE]   (documents in)
 
 Stages run in the report's order: ``extract`` (structural extraction), distribution
-filtering and deduplication (``blocks``, ``exact``, ``minhash``, ``semantic``), CCNet-style
+filtering and deduplication (``exact``, ``minhash``, ``semantic``, then ``blocks``: recurring
+blocks counted over the documents dedup kept, so copies collapse first), CCNet-style
 quality (``langid``, ``perplexity``, ``quality`` and their threshold step), then ``stem``
 tagging for the STEM / Main split. Output contract: ``OUTPUT/docs/*.jsonl.gz``,
 ``OUTPUT/rejects/*.jsonl.gz``, ``OUTPUT/stats.json``, ``OUTPUT/reports/``, ``OUTPUT/other/``
@@ -22,8 +23,8 @@ import apache_beam as beam
 from skypile import config as cfglib
 from skypile.classifiers.langid import LangId
 from skypile.jobs.scoring import LangIdConfig
-from skypile.jobs.web import (DEDUP, SCORERS, STAGES, STATS_ORDER, WEB, Command, WebConfig, check,
-                              gate_languages)
+from skypile.jobs.web import (DEDUP, DEDUP_STAGES, SCORERS, STAGES, STATS_ORDER, WEB, Command,
+                              WebConfig, check, gate_languages)
 from skypile.pipelines.common import (LOG, ApplyStage, ReadFile, WriteJsonl, chain, run_command,
                                       with_rejects, write_outputs)
 from skypile.pipelines.dedup import (ExactDedup, MinHashDedup, RecurringBlocks, SemanticDedup,
@@ -80,7 +81,7 @@ def _stages(names, cfg: WebConfig, staging: str):
                                                  stage="extract"))
     else:  # the reader was told to accept text documents only; HTML is still no text
         yield "AsDocuments", with_rejects(ApplyStage(make_text_check, stage="extract"))
-    for name in ("blocks", "exact", "minhash", "semantic"):
+    for name in DEDUP_STAGES:
         if name in cfg.stages:
             yield name.capitalize(), _dedup_stage(name, cfg, staging)
     if any(s in cfg.stages for s in SCORERS):

@@ -151,19 +151,42 @@ def test_connected_components_follow_chains():
 
 def test_recurring_blocks_are_cut_and_reported(tmp_path):
     footer = "Copyright 2024 Example Media, all rights reserved worldwide."
+    notice = "This page quotes a licence text that many other sites quote as well."
     body = "Article {0} has its own text, two long lines of it.\nAnd a second line, {0}, of its own."
-    docs = [doc(f"d{i}", body.format(i) + "\n" + footer) for i in range(5)]
-    docs.append(doc("only", footer))
-    cfg = dedup.BlocksConfig(max_occurrences=3)
+    # site chrome: one host, five pages; shared text: one line on three hosts
+    docs = [doc(f"d{i}", body.format(i) + "\n" + footer, f"https://news.example/{i}")
+            for i in range(5)]
+    docs.append(doc("only", footer, "https://news.example/empty"))
+    shared = [body.format(f"s{i}") + " more" * i for i in range(3)]
+    docs += [doc(f"s{i}", shared[i] + "\n" + notice, f"https://s{i}.example/") for i in range(3)]
+    cfg = dedup.BlocksConfig(min_site_documents=3, min_hosts=3)
     with pipeline() as p:
         out = p | beam.Create(docs) | RecurringBlocks(cfg, str(tmp_path), {})
-        assert_that(out["docs"] | beam.Map(lambda d: d.text),
-                    equal_to([body.format(i) for i in range(5)]),
+        assert_that(out["docs"] | beam.Map(lambda d: (d.id, d.text)),
+                    equal_to([(f"d{i}", body.format(i)) for i in range(5)]
+                             + [("s0", shared[0]), ("s1", shared[1]),
+                                # the longest document that has the shared line keeps it
+                                ("s2", shared[2] + "\n" + notice)]),
                     label="docs")
         assert_that(out["rejects"] | beam.Map(lambda r: (r.id, r.reason)),
                     equal_to([("only", "blocks:mostly-boilerplate")]), label="rejects")
     report = json.loads((tmp_path / "reports" / "recurring_blocks.json").read_text())
-    assert report["top"] == [{"count": 6, "block": footer}]
+    assert report["top"] == [{"documents": 6, "hosts": 1, "site_documents": 6,
+                              "verdict": "chrome", "block": footer},
+                             {"documents": 3, "hosts": 3, "site_documents": 1,
+                              "verdict": "shared", "block": notice}]
+    assert (report["min_site_documents"], report["min_hosts"]) == (3, 3)
+
+
+def test_block_verdicts_count_hosts_and_documents():
+    cfg = dedup.BlocksConfig(min_site_documents=20, min_hosts=10)
+    assert dedup.block_verdict((40, 1, 40, "nav"), cfg) == "chrome"
+    assert dedup.block_verdict((40, 12, 20, "nav"), cfg) == "chrome"
+    assert dedup.block_verdict((15, 12, 3, "cookie notice"), cfg) == "shared"
+    assert dedup.block_verdict((19, 1, 19, "untranslated line"), cfg) is None
+    assert dedup.merge_block_counts([(3, 1, 3, "b"), (2, 1, 2, "a")]) == (5, 2, 3, "a")
+    assert dedup.host_of(doc("x", "t", "https://WWW.Example.com/a")) == "example.com"
+    assert dedup.host_of(doc("x", "t")) == "#x"
 
 
 def test_repeated_ids_are_never_both_lost():
@@ -189,7 +212,7 @@ def test_cluster_pairs_finds_duplicates_and_density_without_beam():
 def test_cut_blocks_stage_cuts_or_rejects_with_the_reason():
     cfg = dedup.BlocksConfig(max_removed_fraction=0.5)
     footer = "Copyright 2024 Example Media, all rights reserved worldwide."
-    frequent = {dedup.block_hash(footer, cfg): 1}
+    frequent = {dedup.block_hash(footer, cfg)}
     cut = dedup.CutBlocks(cfg)
     body = "A long line of the article's own text that stays where it is, unchanged."
     kept = cut(doc("a", body + "\n" + footer), frequent)

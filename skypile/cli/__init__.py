@@ -14,9 +14,9 @@ import sys
 # name -> ("module:function" taking argv and returning the exit code, one-line summary)
 COMMANDS = {
     "web": ("skypile.pipelines.web:run",
-            "WARC/WET -> clean, deduplicated documents (Beam: extract, blocks, exact, minhash)"),
+            "WARC/WET -> clean, deduplicated documents (Beam: extract, exact, minhash, blocks)"),
     "dedup": ("skypile.pipelines.web:run_dedup",
-              "deduplicate JSONL/Parquet documents (Beam: exact, minhash; blocks, semantic)"),
+              "deduplicate JSONL/Parquet documents (Beam: exact, minhash; semantic, blocks)"),
     "code": ("skypile.pipelines.code:run",
              "repositories / archives / Stack-style rows -> clean, deduplicated code (Beam)"),
     "tokenize": ("skypile.pipelines.tokenize:run",

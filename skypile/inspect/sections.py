@@ -185,11 +185,16 @@ def blocks(step: Step, top: int = 20) -> str:
     rows = report.get("top") or []
     if not rows:
         return ""
-    body = "".join(f'<tr><td class="r">{_n(r.get("count", 0))}</td><td>'
-                   f'{escape(str(r.get("block", ""))[:300])}</td></tr>' for r in rows[:top])
-    return (f'<h2>Top recurring blocks</h2><p class="mut">Lines found in more than '
-            f'{report.get("max_occurrences", "?")} documents are cut (reports/recurring_blocks.json, '
-            f'{len(rows)} listed).</p><table><thead><tr><th class="r">documents</th><th>block</th>'
+    body = "".join(f'<tr><td class="r">{_n(r.get("documents", r.get("count", 0)))}</td>'
+                   f'<td class="r">{_n(r.get("hosts", 0))}</td><td>{escape(str(r.get("verdict", "")))}'
+                   f'</td><td>{escape(str(r.get("block", ""))[:300])}</td></tr>' for r in rows[:top])
+    rule = (f'counted over the documents dedup kept: chrome (on {report["min_site_documents"]}+ '
+            f'documents of one host) is cut from all, text shared by {report["min_hosts"]}+ '
+            f'hosts keeps one copy' if "min_site_documents" in report else
+            f'lines found in more than {report.get("max_occurrences", "?")} documents are cut')
+    return (f'<h2>Top recurring blocks</h2><p class="mut">{escape(rule)} '
+            f'(reports/recurring_blocks.json, {len(rows)} listed).</p><table><thead><tr>'
+            f'<th class="r">documents</th><th class="r">hosts</th><th>verdict</th><th>block</th>'
             f"</tr></thead><tbody>{body}</tbody></table>")
 
 

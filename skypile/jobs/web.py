@@ -17,12 +17,14 @@ from skypile.text.dedup import DedupConfig
 from skypile.text.extract import ExtractConfig
 from skypile.text.thresholds import CHECKS, FilterConfig
 
-STAGES = ("extract", "blocks", "exact", "minhash", "semantic", "langid", "perplexity", "quality",
-          "stem")
+DEDUP_STAGES = ("exact", "minhash", "semantic", "blocks")
+"""Distribution filtering and dedup, in the order they run: copies collapse first, then
+``blocks`` counts recurrence over the documents dedup kept (a copy is never boilerplate)."""
+STAGES = ("extract", *DEDUP_STAGES, "langid", "perplexity", "quality", "stem")
 """Stages this pipeline knows, in the order they run."""
 SCORERS = ("langid", "perplexity", "quality", "stem")
-STATS_ORDER = ("read", "url", "extract", "blocks", "exact", "minhash", "semantic", *CHECKS)
-DEFAULT_STAGES = ["extract", "blocks", "exact", "minhash"]
+STATS_ORDER = ("read", "url", "extract", *DEDUP_STAGES, *CHECKS)
+DEFAULT_STAGES = ["extract", "exact", "minhash", "blocks"]
 
 
 @dataclasses.dataclass
@@ -30,9 +32,9 @@ class WebConfig:
     """Everything ``skypile web`` can be told, by file (--config) or --section.key=value."""
 
     stages: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_STAGES))
-    """Stages to run (they always run in the report's order): extract, blocks, exact,
-    minhash, semantic, langid, perplexity, quality, stem. semantic and the quality stages
-    run only when listed (they need models: skypile classifiers train)."""
+    """Stages to run (they always run in this order, whatever the order listed): extract,
+    exact, minhash, semantic, blocks, langid, perplexity, quality, stem. semantic and the
+    quality stages run only when listed (they need models: skypile classifiers train)."""
     read: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
     dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
@@ -64,7 +66,8 @@ WEB = Command(
 DEDUP = Command(
     "skypile dedup",
     "Deduplicate a JSONL/Parquet document set (fields id, text, optional url and lang; "
-    "--read.text_field etc. to rename): recurring blocks, exact, MinHash LSH, semantic. "
+    "--read.text_field etc. to rename): exact, MinHash LSH, semantic, then recurring blocks "
+    "counted over the documents dedup kept. "
     "Nothing is extracted: a text that is an HTML page is rejected (extract:markup).",
     STAGES[1:], ("exact", "minhash"), True)
 

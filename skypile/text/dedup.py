@@ -242,16 +242,27 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class BlocksConfig:
-    """CCNet-style recurring text blocks (``dedup.blocks`` in the pipeline config)."""
+    """Recurring text blocks (``dedup.blocks`` in the pipeline config).
 
-    max_occurrences: int = 10
-    """A block (line) found in more documents than this is boilerplate and is cut."""
+    The stage runs after exact, MinHash and semantic dedup and counts over the documents
+    they kept, so the copies of one text count once. Per line it counts the documents that
+    have it, their hosts, and the most documents of any one host. Site chrome is cut from
+    every document; other text shared across sites keeps one copy; the rest is untouched.
+    """
+
+    min_site_documents: int = 20
+    """A line on at least this many kept documents of one host is that site's chrome
+    (navigation, banner, footer, cookie or subscription notice): cut from every document."""
+    min_hosts: int = 10
+    """A line on kept documents of at least this many hosts (and not chrome) is text shared
+    across sites (a template, a licence, an excerpt): cut from all but one document, the
+    longest that has it. A document without a URL counts as a host of its own."""
     min_block_chars: int = 10
     """Shorter lines are neither counted nor cut (too short to be a meaningful block)."""
     max_removed_fraction: float = 0.5
     """A document that loses more than this fraction of its characters is rejected."""
     report_top: int = 100
-    """How many of the most frequent removed blocks the report lists."""
+    """How many of the most recurrent blocks the report lists, cut and kept each."""
 
 
 def block_hash(line: str, cfg: BlocksConfig) -> bytes | None:
@@ -262,11 +273,53 @@ def block_hash(line: str, cfg: BlocksConfig) -> bytes | None:
     return hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest()
 
 
-def cut_blocks(text: str, frequent: set[bytes] | dict, cfg: BlocksConfig) -> tuple[str, int]:
-    """Remove frequent lines; returns (new text, number of characters removed)."""
+def doc_blocks(text: str, cfg: BlocksConfig) -> list[tuple[bytes, str]]:
+    """The distinct blocks of a text: (hash, the line as first written, up to 300 chars)."""
+    seen: dict[bytes, str] = {}
+    for line in text.split("\n"):
+        h = block_hash(line, cfg)
+        if h is not None and h not in seen:
+            seen[h] = line.strip()[:300]
+    return list(seen.items())
+
+
+def host_of(doc: Document) -> str:
+    """The host a block's recurrence is counted under: the normalised URL's host (``www.``
+    and the scheme dropped), or, for a document without one, the document itself."""
+    host = url_key(doc.url).split("/", 1)[0] if doc.url else ""
+    return host or f"#{doc.id}"
+
+
+BlockCount = tuple[int, int, int, str]
+"""(documents, hosts, most documents of one host, an example line) of one block."""
+
+
+def merge_block_counts(counts) -> BlockCount:
+    """Sum of block counts (an associative combiner: partial sums merge the same way).
+    The example line is the smallest, so it does not depend on arrival order."""
+    docs = hosts = site = 0
+    line = None
+    for d, h, s, example in counts:
+        docs, hosts, site = docs + d, hosts + h, max(site, s)
+        line = example if line is None else min(line, example)
+    return docs, hosts, site, line or ""
+
+
+def block_verdict(count: BlockCount, cfg: BlocksConfig) -> str | None:
+    """``chrome`` (cut everywhere), ``shared`` (one copy kept) or None (untouched)."""
+    _docs, hosts, site, _line = count
+    if site >= cfg.min_site_documents:
+        return "chrome"
+    if hosts >= cfg.min_hosts:
+        return "shared"
+    return None
+
+
+def cut_blocks(text: str, cut: set[bytes] | dict, cfg: BlocksConfig) -> tuple[str, int]:
+    """Remove the lines whose hash is in ``cut``; returns (new text, characters removed)."""
     kept, removed = [], 0
     for line in text.split("\n"):
-        if block_hash(line, cfg) in frequent:
+        if block_hash(line, cfg) in cut:
             removed += len(line) + 1
         else:
             kept.append(line)
@@ -316,20 +369,21 @@ class DedupConfig:
 # ---- the blocks stage --------------------------------------------------------------------
 
 class CutBlocks:
-    """The ``blocks`` stage: a Document and the corpus's frequent-block table in; the
+    """The ``blocks`` stage: a Document and the hashes of its lines to cut in; a new
     Document with those lines cut (``blocks_removed_chars``), or a Reject
     (blocks:mostly-boilerplate) when too much of it, or all its text, was boilerplate."""
 
     def __init__(self, cfg: BlocksConfig):
         self.cfg = cfg
 
-    def __call__(self, doc: Document, frequent: set[bytes] | dict) -> Document | Reject:
-        text, removed = cut_blocks(doc.text, frequent, self.cfg)
+    def __call__(self, doc: Document, cut: set[bytes] | dict) -> Document | Reject:
+        text, removed = cut_blocks(doc.text, cut, self.cfg)
         share = min(removed / max(len(doc.text), 1), 1.0)  # separators count too
         if removed and (share > self.cfg.max_removed_fraction or not text.strip()):
             return Reject.of(doc, "blocks", "mostly-boilerplate",
                              removed_fraction=round(share, 3))
-        if removed:
-            doc.metadata["blocks_removed_chars"] = removed
-            doc.text = text
-        return doc
+        if not removed:
+            return doc
+        # a new Document: the element that came in is not changed in place
+        return dataclasses.replace(doc, text=text,
+                                   metadata={**doc.metadata, "blocks_removed_chars": removed})

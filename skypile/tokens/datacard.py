@@ -19,7 +19,7 @@ from skypile.files import output
 from skypile.tokens.manifest import UNKNOWN_LANG, output_of
 from skypile.version import code_version
 
-DEDUP_STAGES = ("url", "blocks", "exact", "minhash", "semantic")
+DEDUP_STAGES = ("url", "exact", "minhash", "semantic", "blocks")
 MAX_DEPTH = 6
 """Outputs followed upstream (web -> dedup -> tokenize is three)."""
 THRESHOLDS = {  # stage -> config keys (dotted) that decide it
@@ -27,7 +27,8 @@ THRESHOLDS = {  # stage -> config keys (dotted) that decide it
     "extract": ("extract.allowed_status", "extract.max_page_bytes", "extract.timeout_s",
                 "extract.max_depth", "extract.lang_gate", "extract.lang_gate_min_score",
                 "extract.cleanup.min_doc_units"),
-    "blocks": ("dedup.blocks.max_occurrences", "dedup.blocks.max_removed_fraction"),
+    "blocks": ("dedup.blocks.min_site_documents", "dedup.blocks.min_hosts",
+               "dedup.blocks.max_removed_fraction"),
     "exact": ("dedup.exact.by_url", "dedup.exact.by_content"),
     "minhash": ("dedup.minhash.threshold", "dedup.minhash.num_perm", "dedup.minhash.ngram_words",
                 "dedup.minhash.ngram_chars"),
