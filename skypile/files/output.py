@@ -7,6 +7,7 @@ so a reader never sees a mix of two runs' files (and a failed run leaves the old
 
 from __future__ import annotations
 
+import collections
 import json
 import posixpath
 import uuid
@@ -34,10 +35,15 @@ def new_staging(output: str) -> str:
 
 
 def write_json(url: str, data: Any, storage_options: dict | None = None) -> None:
+    """``data`` as strict, valid-UTF-8 JSON (a non-UTF-8 file name in it, kept by Python as
+    surrogates, or a NaN, cannot break the write: see :func:`skypile.document.json_safe`)."""
+    from skypile.document import json_safe
+
+    data = json_safe(data, collections.Counter())
     fs, path = fs_and_path(url, storage_options)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wt", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2, sort_keys=False)
+        json.dump(data, f, ensure_ascii=False, allow_nan=False, indent=2, sort_keys=False)
         f.write("\n")
 
 
