@@ -27,12 +27,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from skypile import config as cfglib
-from skypile.tokens import tokenizer as tk
-from skypile.pipelines.tokenize import run as tokenize
 from skypile.trainer import checkpoint, estimate
 from skypile.trainer import model as modellib
 from skypile.trainer.config import ParallelConfig, TrainConfig
 from skypile.trainer.parallelize import parallelize, pipeline_stage
+from trainer_data import make_shards
 
 pytestmark = pytest.mark.integration
 
@@ -42,23 +41,7 @@ FP32_TOL, BF16_TOL = 1e-4, 5e-4
 
 @pytest.fixture(scope="module")
 def shards(data_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("parallel")
-    with open(d / "docs.jsonl", "w", encoding="utf-8") as f:
-        for i, line in enumerate(open(data_dir / "gsm8k/train.jsonl", encoding="utf-8")):
-            if i >= 800:
-                break
-            r = json.loads(line)
-            f.write(json.dumps({"id": f"g{i}", "text": r["question"] + "\n" + r["answer"],
-                                "metadata": {"corpus": "stem"}}) + "\n")
-        zh = data_dir / "skywork-eval/zh_finance.jsonl"
-        for i, line in enumerate(open(zh, encoding="utf-8")):
-            f.write(json.dumps({"id": f"z{i}", "text": json.loads(line)["text"],
-                                "metadata": {"lang": "zh"}}, ensure_ascii=False) + "\n")
-    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"),
-                     tk.TokenizerTrainConfig(vocab_size=4000))
-    assert tokenize(["--input", str(d / "docs.jsonl"), "--tokenizer", str(model),
-                     "--output", str(d / "shards"), "--held_out.fraction=0.05"]) == 0
-    return str(d / "shards")
+    return make_shards(data_dir, tmp_path_factory.mktemp("parallel"), 800)
 
 
 def flags(shards: str, out: Path, *extra: str) -> list[str]:

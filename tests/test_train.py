@@ -1,6 +1,5 @@
 """The trainer on the CPU, on token shards the project writes from real text."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,42 +7,15 @@ import sys
 import pytest
 
 from skypile import config as cfglib
-from skypile.tokens import tokenizer as tk
-from skypile.pipelines.tokenize import run as tokenize
-from skypile.trainer.config import TrainConfig
 from skypile.trainer.train import train
+from trainer_data import config, make_shards
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def shards(data_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("train")
-    with open(d / "docs.jsonl", "w", encoding="utf-8") as f:
-        for i, line in enumerate(open(data_dir / "gsm8k/train.jsonl", encoding="utf-8")):
-            if i >= 1500:
-                break
-            r = json.loads(line)
-            f.write(json.dumps({"id": f"g{i}", "text": r["question"] + "\n" + r["answer"],
-                                "metadata": {"corpus": "stem"}}) + "\n")
-        for i, line in enumerate(open(data_dir / "skywork-eval/zh_finance.jsonl", encoding="utf-8")):
-            f.write(json.dumps({"id": f"z{i}", "text": json.loads(line)["text"],
-                                "metadata": {"lang": "zh"}}, ensure_ascii=False) + "\n")
-    model = tk.train([str(d / "docs.jsonl")], str(d / "tok"), tk.TokenizerTrainConfig(vocab_size=4000))
-    assert tokenize(["--input", str(d / "docs.jsonl"), "--tokenizer", str(model),
-                     "--output", str(d / "shards"), "--held_out.fraction=0.05"]) == 0
-    return str(d / "shards")
-
-
-def config(shards, out, **over) -> TrainConfig:
-    base = {"preset": "debug", "steps": 6, "data": {"shards": shards, "seq_len": 64,
-            "batch_size": 4, "weights": {"stem": 0.5, "web_zh": 0.5}},
-            "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2},
-            "checkpoint": {"dir": str(out), "every": 3, "keep_last": 1},
-            "eval": {"every": 3, "batches": 2}}
-    for k, v in over.items():
-        cfglib.set_dotted(base, k, v)
-    return cfglib.from_dict(TrainConfig, base)
+    return make_shards(data_dir, tmp_path_factory.mktemp("train"), 1500)
 
 
 def test_loss_goes_down_and_outputs_are_written(shards, tmp_path):
