@@ -6,9 +6,11 @@ multilingual sentence embeddings), then ``blocks`` (recurring text blocks), whic
 over the documents dedup kept: copies collapse first, so a text repeated on many sites
 comes out once with its body, and only what recurs across different documents is cut.
 
-No step holds the corpus in one worker: documents are joined with small per-id or
-per-block decisions by key; the only side input is the k-means centroids, which is
-bounded. Every stage returns {"docs", "rejects", "stats"} and ``skypile dedup`` runs them
+Documents are joined with small per-id or per-block decisions by key. Side inputs: the
+k-means centroids (bounded) and, in ``skypile web``, the URL pre-pass's losing ids
+(:class:`UrlDuplicates`), which grows with the corpus; so do the per-key lists that
+``_losers``, ``KeepOnePerCluster`` and ``_bucket_edges`` sort: both are still to become
+joins and combiners. Every stage returns {"docs", "rejects", "stats"} and ``skypile dedup`` runs them
 on any JSONL / Parquet document set.
 
 Repeated ids: the first stage keyed by id (exact, minhash, semantic or blocks) first runs

@@ -38,14 +38,18 @@ def code_version(where: str | None = None) -> str:
     return f"skypile {__version__}" + (f" (git {described})" if described else "")
 
 
-_SECRET_FLAG = re.compile(r"--storage_options\b")
+_SECRET_FLAG = re.compile(
+    r"--[\w.-]*(storage_options|secret|token|password|passwd|key_id|access_key|credential)",
+    re.IGNORECASE)
+"""Flags whose value is masked: our storage options and Beam's / the clouds' credentials
+(``--s3_secret_access_key``, ``--s3_access_key_id``, ``--s3_session_token``...)."""
 _URL_USER = re.compile(r"(://)[^/@\s]+@")
 
 
 def launch_command(prog: str, argv: list[str]) -> str:
     """``prog`` and its arguments as one shell-quoted line. Credentials stay out: the
-    value of any ``--storage_options...`` flag and a ``user:password@`` in a URL are
-    masked."""
+    value of a flag that :data:`_SECRET_FLAG` names (``--flag=value`` or ``--flag value``)
+    and a ``user:password@`` in a URL are masked."""
     words, mask_next = [], False
     for arg in argv:
         if mask_next:

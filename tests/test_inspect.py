@@ -389,6 +389,10 @@ def test_launched_command_keeps_no_credentials():
     assert line == ("skypile tokenize --input 's3://***@bucket/docs/*.jsonl.gz' "
                     "--storage_options.key '***' '--storage_options.secret=***' --output "
                     "'out dir' --held_out.max_docs=20")
+    beam = launch_command("skypile web", ["--s3_secret_access_key=S3CRET", "--s3_access_key_id",
+                                          "AKIB", "--s3_session_token", "TOK", "--input", "x"])
+    assert not {"S3CRET", "AKIB", "TOK"} & set(beam.replace("=", " ").split())
+    assert beam.endswith("--input x")
 
 
 def test_raw_page_read_back_by_offset(chain):
