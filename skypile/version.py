@@ -13,6 +13,7 @@ import shlex
 import subprocess
 
 from skypile import __version__
+from skypile.files.names import printable
 
 
 def _git(where: str, *args: str) -> str | None:
@@ -57,10 +58,6 @@ def launch_command(prog: str, argv: list[str]) -> str:
         elif _SECRET_FLAG.match(arg):
             name, eq, _value = arg.partition("=")
             arg, mask_next = (f"{name}=***", False) if eq else (arg, True)
-        # a non-UTF-8 file name arrives as surrogates: shown as \xNN escapes
-        try:
-            arg = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:  # another surrogate: write_json repairs it to U+FFFD
-            pass
+        arg = printable(arg)[0]  # a non-UTF-8 file name: its bytes shown as \xNN
         words.append(_URL_USER.sub(r"\1***@", arg))
     return " ".join([prog, *map(shlex.quote, words)])

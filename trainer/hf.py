@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from skypile import config as cfglib
+from skypile.trainer.parallelize import canonical
 
 # ours (inside a layer) -> Hugging Face (inside model.layers.N)
 _LAYER_NAMES = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
@@ -36,7 +37,6 @@ _LAYER_NAMES = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k
                 "ffn_norm": "post_attention_layernorm"}
 _TOP_NAMES = {"tok_embeddings.weight": "model.embed_tokens.weight",
               "norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
-_WRAPPERS = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
@@ -48,13 +48,6 @@ def hf_name(ours: str) -> str:
     _layers, index, rest = ours.split(".", 2)
     module, leaf = rest.rsplit(".", 1)
     return f"model.layers.{index}.{_LAYER_NAMES[module]}.{leaf}"
-
-
-def canonical(name: str) -> str:
-    """A parameter's name without the wrappers of compile, checkpointing, FSDP or DDP."""
-    for w in _WRAPPERS:
-        name = name.replace(w, "")
-    return name[len("module."):] if name.startswith("module.") else name
 
 
 def is_hf_dir(path: Path) -> bool:

@@ -30,8 +30,9 @@ from torch import nn
 from skypile.trainer import model as modellib
 from skypile.trainer.config import ParallelConfig
 
-# what wrappers insert into parameter names (checkpoint_wrapper, torch.compile, DDP)
-WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.", "module.")
+# what wrappers insert into parameter names (checkpoint_wrapper, torch.compile, FSDP1, DDP);
+# the FSDP1 part goes before "module.", which it contains
+WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.", "module.")
 
 
 def canonical(name: str) -> str:
