@@ -142,8 +142,9 @@ def tree_rss(root: int) -> int:
         try:
             with open(f"/proc/{pid}/statm") as fh:
                 total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{pid}/task/{pid}/children") as fh:
-                todo += [int(c) for c in fh.read().split()]
+            for tid in os.listdir(f"/proc/{pid}/task"):  # children of every thread
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
         except OSError:
             continue
     return total

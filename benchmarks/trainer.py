@@ -13,11 +13,15 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from skypile.trainer.model import PRESETS, build, hf_config, hf_state_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import record  # noqa: E402
 
 
 def step_times(model, forward, batch, steps: int) -> list[float]:
@@ -55,6 +59,9 @@ def main(argv=None) -> int:
     print(f"preset {args.preset}, batch {args.batch} x {args.seq}, {torch.get_num_threads()} threads")
     print(f"ours {t_ours * 1000:.1f} ms/step, Hugging Face LlamaForCausalLM {t_hf * 1000:.1f} "
           f"ms/step, ratio {t_ours / t_hf:.2f}")
+    record(f"trainer-step-{args.preset}", "Hugging Face LlamaForCausalLM (sdpa)", round(t_hf * 1000, 1),
+           "skypile trainer model", round(t_ours * 1000, 1), "ms/step", higher_is_better=False,
+           note=f"CPU, batch {args.batch} x {args.seq}, {torch.get_num_threads()} threads")
     return 0
 
 

@@ -9,7 +9,9 @@
 ``train`` makes every model of its recipe (the files under DATA_DIR each model trains on;
 the shipped ``recipes/default.yaml`` fits the shared data folder) and writes
 ``MODELS_DIR/web.yaml``: the model sections, and the stages they make possible, so
-``skypile web --config MODELS_DIR/web.yaml ...`` runs every stage. One config type per
+``skypile web --config MODELS_DIR/web.yaml ...`` runs every stage. Its model paths are
+relative to its folder, each with its sha256, so the folder runs from anywhere it is
+copied, object storage included (workers fetch and check the models). One config type per
 command; its fields are the command's flags.
 """
 
@@ -31,6 +33,7 @@ from skypile.classifiers import quality, recipe, stem
 from skypile.classifiers.langid import LangId
 from skypile.cli import subcommands
 from skypile.cli.subcommands import arg
+from skypile.files import models as modelfiles
 from skypile.jobs import web
 from skypile.text import cutoffs
 from skypile.tokens.tokenizer import TokenizerError, iter_texts
@@ -118,8 +121,9 @@ class CutoffsCommand:
 
 # ---- what the commands do --------------------------------------------------------------
 
-def compute_cutoffs(samples: dict[str, list[str]], models: dict, out_csv: str) -> dict:
-    scorer = ppl.Scorer(ppl.PerplexityConfig(models=models))
+def compute_cutoffs(samples: dict[str, list[str]], models: dict, out_csv: str,
+                    storage_options: dict | None = None) -> dict:
+    scorer = ppl.Scorer(ppl.PerplexityConfig(models=models, storage_options=storage_options or {}))
     table = {}
     for lang, texts in samples.items():
         values = [v for v in (scorer.perplexity(t, lang) for t in texts) if v is not None]
@@ -155,18 +159,28 @@ def _perplexity(src: recipe.DataFolder, out: Path, bin_dir: str | None, report: 
     samples = {lang: src.texts(names) for lang, names in src.recipe.cutoffs.items()}
     csv_path = out / "cutoff.csv"
     report["cutoffs"] = compute_cutoffs(samples, models, str(csv_path))
-    return {"models": {lang: {k: str(Path(v).resolve()) for k, v in m.items()}
+    return {"models": {lang: {**{k: _portable(v, out) for k, v in m.items()},
+                              **{f"{k}_sha256": modelfiles.sha256_file(v) for k, v in m.items()}}
                        for lang, m in models.items()},
-            "cutoffs": str(csv_path.resolve())}
+            "cutoffs": _portable(csv_path, out),
+            "cutoffs_sha256": modelfiles.sha256_file(str(csv_path))}
 
 
-def web_config(sections: dict) -> dict:
-    """The web.yaml of these model sections: the default stages, plus each scoring stage
-    whose model exists (langid too when a stage needs it), in the pipeline's order."""
+def _portable(path: str | Path, folder: Path) -> str:
+    """A model's path as web.yaml holds it: relative to the web.yaml's folder, so the models
+    folder can move (or be uploaded to object storage) whole."""
+    return modelfiles.relative_to(path, folder)
+
+
+def web_config(sections: dict, folder: Path) -> dict:
+    """The web.yaml (in ``folder``) of these model sections: the default stages, plus each
+    scoring stage whose model exists (langid too when a stage needs it), in the pipeline's
+    order. Its paths are relative to ``folder``."""
     scoring = set(sections) | ({"langid"} if {"perplexity", "quality"} & set(sections) else set())
     stages = [s for s in web.STAGES if s in web.DEFAULT_STAGES or s in scoring]
     config = {"stages": stages, **sections}
-    web.check(cfglib.from_dict(web.WebConfig, config))  # what we write must run
+    resolved = modelfiles.rebase_paths(web.WebConfig, config, str(folder / "web.yaml"))
+    web.check(cfglib.from_dict(web.WebConfig, resolved))  # what we write must run
     return config
 
 
@@ -189,10 +203,13 @@ def train_all(data: Path, out: Path, kenlm_bin: str | None,
         path = out / f"{name}.bin"
         report[name] = train(src.texts(ex.positives), src.texts(ex.negatives), str(path))
         LOG.info("%s classifier: %s", name, report[name])
-        sections[name] = {"model": str(path.resolve())}
+        sections[name] = {"model": _portable(path, out),
+                          "model_sha256": modelfiles.sha256_file(str(path))}
     (out / "web.yaml").write_text(
-        "# Written by `skypile classifiers train`; use with skypile web --config THIS_FILE\n"
-        + yaml.safe_dump(web_config(sections), sort_keys=False, allow_unicode=True),
+        "# Written by `skypile classifiers train`; use with skypile web --config THIS_FILE.\n"
+        "# Paths are relative to this file's folder: copy the folder anywhere, local or\n"
+        "# object storage (--config s3://bucket/models/web.yaml), and it still runs.\n"
+        + yaml.safe_dump(web_config(sections, out), sort_keys=False, allow_unicode=True),
         encoding="utf-8")
     (out / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -228,7 +245,8 @@ def run_stem(cfg: StemTrainCommand) -> None:
 
 
 def run_cutoffs(cfg: CutoffsCommand) -> None:
-    models = cfglib.load(web.WebConfig, cfg.models_config).perplexity.models
+    web_cfg = cfglib.load(web.WebConfig, cfg.models_config)
+    models = web_cfg.perplexity.models
     if not models:
         raise cfglib.ConfigError(f"{cfg.models_config} has no perplexity.models (make them "
                                  "with: skypile classifiers train or kenlm-train)")
@@ -238,7 +256,7 @@ def run_cutoffs(cfg: CutoffsCommand) -> None:
         lang = lid.predict(text).lang
         if lang in samples:
             samples[lang].append(text)
-    print(json.dumps(compute_cutoffs(samples, models, cfg.output)))
+    print(json.dumps(compute_cutoffs(samples, models, cfg.output, web_cfg.storage_options)))
 
 
 COMMANDS: subcommands.Commands = {

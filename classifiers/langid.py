@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
+
+from skypile.jobs import scoring
 from skypile.jobs.scoring import LangIdConfig
 
 
@@ -32,8 +34,13 @@ class LangResult:
 
 
 class LangId:
+    """Built once per worker; a model at a URL is fetched here (once per machine), and
+    loaded on first use."""
+
     def __init__(self, cfg: LangIdConfig | None = None):
         self.cfg = cfg or LangIdConfig()
+        files = self.cfg.files()  # none: the bundled lid.176
+        self._path = scoring.fetch(self.cfg, files[0]) if files else ""
         self._model = None
         self._opencc = None
 
@@ -43,7 +50,7 @@ class LangId:
             import fasttext
 
             fasttext.FastText.eprint = lambda *a, **k: None  # no load warning on stderr
-            self._model = fasttext.load_model(self.cfg.model or bundled_model())
+            self._model = fasttext.load_model(self._path or bundled_model())
         return self._model
 
     def top(self, text: str) -> tuple[str, float]:

@@ -23,6 +23,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
+from skypile.jobs import scoring
 from skypile.jobs.scoring import PerplexityConfig
 from skypile.text import cutoffs
 
@@ -128,12 +129,17 @@ def _run(cmd: list[str], stdin=None, stdout=None) -> None:
 # ---- scoring ---------------------------------------------------------------------------------
 
 class Scorer:
-    """Loads each language's models once (per worker) and scores documents."""
+    """Loads each language's models once (per worker) and scores documents. Models at a
+    URL are fetched when the scorer is built (once per machine); each language's models
+    load on its first document."""
 
     def __init__(self, cfg: PerplexityConfig):
         self.cfg = cfg
         self._models: dict[str, tuple] = {}
-        self._cutoffs = cutoffs.read_cutoffs(cfg.cutoffs) if cfg.cutoffs else {}
+        local = {f.name: scoring.fetch(cfg, f) for f in cfg.files()}
+        self._paths = {lang: {k: local[f"perplexity.models.{lang}.{k}"] for k in ("sp", "lm")}
+                       for lang in cfg.models}
+        self._cutoffs = cutoffs.read_cutoffs(local["perplexity.cutoffs"]) if cfg.cutoffs else {}
         if self._cutoffs:
             cutoffs.check_percentiles(self._cutoffs, cfg.head_percentile, cfg.middle_percentile)
 
@@ -142,7 +148,7 @@ class Scorer:
             import kenlm
             import sentencepiece as spm
 
-            paths = self.cfg.models[lang]
+            paths = self._paths[lang]
             self._models[lang] = (spm.SentencePieceProcessor(model_file=paths["sp"]),
                                   kenlm.Model(paths["lm"]))
         return self._models[lang]

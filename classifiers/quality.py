@@ -13,6 +13,9 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Iterable
+
+from skypile.files import models
+from skypile.jobs.scoring import QualityConfig, StemConfig
 from skypile.text.chars import HAN_CHARS
 
 _CJK = re.compile(f"([{HAN_CHARS}])")
@@ -82,11 +85,24 @@ def train(positives: Iterable[str], negatives: Iterable[str], out_path: str,
 
 
 class Classifier:
-    """A trained binary fastText model; ``score`` is the positive label's probability."""
+    """A trained binary fastText model; ``score`` is the positive label's probability.
 
-    def __init__(self, path: str, positive: str = POSITIVE):
-        self.path, self.positive = path, positive
+    ``path`` is a local path or any fsspec URL: built in a worker's setup(), the file is
+    fetched then (once per machine, checked against ``sha256`` when given), and loaded on
+    first use. ``name`` is its config key, for errors."""
+
+    def __init__(self, path: str, positive: str = POSITIVE, sha256: str = "",
+                 storage_options: dict | None = None, name: str = "quality.model"):
+        self.path, self.positive, self.sha256 = path, positive, sha256
+        self.storage_options, self.name = storage_options or {}, name
+        self._local = models.fetch(path, self.storage_options, sha256, name)
         self._model = None
+
+    @classmethod
+    def of(cls, cfg: QualityConfig | StemConfig, positive: str = POSITIVE) -> "Classifier":
+        """The classifier a config section names (``quality`` or ``stem``)."""
+        name = "stem.model" if isinstance(cfg, StemConfig) else "quality.model"
+        return cls(cfg.model, positive, cfg.model_sha256, cfg.storage_options, name)
 
     @property
     def model(self):
@@ -94,7 +110,7 @@ class Classifier:
             import fasttext
 
             fasttext.FastText.eprint = lambda *a, **k: None
-            self._model = fasttext.load_model(self.path)
+            self._model = fasttext.load_model(self._local)
         return self._model
 
     def score_prepared(self, prepared: str) -> float:
@@ -108,7 +124,8 @@ class Classifier:
         return self.score_prepared(prepare(text))
 
     def __getstate__(self):
-        return {"path": self.path, "positive": self.positive}
+        return {"path": self.path, "positive": self.positive, "sha256": self.sha256,
+                "storage_options": self.storage_options, "name": self.name}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], state["positive"])
+        self.__init__(**state)

@@ -2,9 +2,10 @@
 out with its scores in metadata. They never drop (score, then filter: the threshold step
 is ``skypile.text.thresholds.decide``), so thresholds can be re-tuned without re-scoring.
 
-Each stage is built from its config (``skypile.jobs.scoring``); models load lazily, on
-the first document, so a stage built once per worker (the pipelines' ``ApplyStage``, in
-``setup()``) loads its model once per worker.
+Each stage is built from its config (``skypile.jobs.scoring``) once per worker (the
+pipelines' ``ApplyStage``, in ``setup()``): a model named by URL is fetched then, once per
+machine, into the local model cache and checked against its sha256
+(``skypile.files.models``); models load on the first document.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class QualityStage:
     Gopher-style ``heuristics`` values."""
 
     def __init__(self, cfg: QualityConfig):
-        self._clf = Classifier(cfg.model) if cfg.model else None
+        self._clf = Classifier.of(cfg) if cfg.model else None
 
     def __call__(self, doc: Document) -> Document:
         if self._clf is not None:

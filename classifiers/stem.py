@@ -39,7 +39,7 @@ def gsm8k(path: Path) -> list[str]:
 class Tagger:
     def __init__(self, cfg: StemConfig):
         self.cfg = cfg
-        self.clf = Classifier(cfg.model, STEM)
+        self.clf = Classifier.of(cfg, STEM)
 
     def tag(self, text: str) -> tuple[float, str]:
         score = self.clf.score(text)

@@ -21,8 +21,9 @@ from skypile.files import output
 from skypile.files.readers import ReadStats, UnreadableFile
 from skypile.document import Reject
 from skypile.jobs.code import STATS_ORDER, CodeConfig, CodeFilter, check
-from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, StageFn, as_document, chain,
-                                      run_command, with_rejects, write_outputs)
+from skypile.pipelines.common import (REJECTS, STATS, ApplyStage, InputFiles, StageFn,
+                                      Unmatched, as_document, chain, list_inputs, run_command,
+                                      with_rejects, write_outputs)
 from skypile.pipelines.dedup import ExactDedup, MinHashDedup
 from skypile.files import archives
 from skypile.text import code_filters as codelib
@@ -36,7 +37,11 @@ class ReadCode(StageFn):
     def __init__(self, opts: archives.CodeReadOptions, storage_options: dict):
         self.opts, self.so = opts, storage_options
 
-    def process(self, name: bytes | str):
+    def process(self, name: bytes | str | Unmatched):
+        if isinstance(name, Unmatched):  # --read.list_on_workers: a pattern matched nothing
+            self._tally.note("files", "unreadable")
+            yield self.drop(name.reject())
+            return
         path = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
         rs = ReadStats()
         readable = True
@@ -106,7 +111,8 @@ def _stages(cfg: CodeConfig, staging: str):
 def build(p, files: list[str], cfg: CodeConfig, staging: str) -> None:
     # as bytes: a file name that is not UTF-8 (lone surrogates in Python) would break Beam's
     # str coder; ReadCode decodes it back, and every name it outputs is printable
-    names = (p | "Inputs" >> beam.Create([f.encode("utf-8", "surrogateescape") for f in files])
+    names = (p | "Inputs" >> InputFiles(files, cfg.read, cfg.storage_options,
+                                        keep_folders=True, as_bytes=True)
              | "SpreadFiles" >> beam.Reshuffle())
     out = chain(names, _stages(cfg, staging))
     inputs = [archives.printable(f)[0] for f in files]  # a name may hold non-UTF-8 bytes
@@ -143,7 +149,7 @@ def resolve(args: argparse.Namespace, overrides: list[str]) -> CodeConfig:
 
 def _inputs(args: argparse.Namespace, cfg: CodeConfig) -> list[str]:
     # a folder named on its own is one repository, read whole by ReadCode
-    return output.expand_inputs(args.input, cfg.storage_options, keep_folders=True)
+    return list_inputs(args.input, cfg.read, cfg.storage_options, keep_folders=True)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gzip
 import logging
 import posixpath
+import re
 import sys
 import time
-import uuid
 from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
@@ -51,9 +52,18 @@ def local_runner():
     Beam 2.77's DirectRunner first tries the Prism runner, which downloads a binary at run
     time; calling its FnApiRunner ourselves keeps runs offline. In-process and
     ``--direct_running_mode multi_processing`` both work through it.
-    """
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
 
+    Its data channel to worker processes flushes by size only: with the default time
+    limit (1 s), a flusher thread copies the send buffer and clears it after the send,
+    while the main thread may append to it without that thread's lock; what it appends
+    in between is lost without an error (seen: 2,548 of 501,091 documents missing from
+    a multi-process tokenize run, stats counting all of them). Size-based flushing has
+    no second thread. A batch pipeline loses nothing by it: every stream is flushed when
+    it closes.
+    """
+    from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0  # read when the runner starts its server
     return fn_runner.FnApiRunner()
 
 
@@ -66,7 +76,8 @@ def runner_for(options: PipelineOptions):
 
 @contextlib.contextmanager
 def staged(out: str, storage_options: dict):
-    """A fresh staging folder for ``out``, removed if the block fails; the block commits."""
+    """A fresh run folder for ``out`` (OUTPUT/_runs/<run>); the block commits it. If the
+    block fails first, the run's own files go and the previous output stays as it was."""
     staging = output.new_staging(out)
     try:
         yield staging
@@ -75,11 +86,79 @@ def staged(out: str, storage_options: dict):
         raise
 
 
-def run_pipeline(beam_args: list[str], build) -> None:
-    """Build (``build(p)``) and run a pipeline on the runner the Beam flags name."""
+def _asks_dry_run(options: PipelineOptions) -> bool:
+    """Whether the Beam flags say ``--dry_run=True`` (Beam keeps the flag as a string)."""
+    from apache_beam.options.pipeline_options import TestOptions
+
+    flag = options.view_as(TestOptions).dry_run
+    return str(flag).strip().lower() not in ("", "0", "false", "no", "none")
+
+
+def check_beam_options(beam_args: list[str]) -> None:
+    """Beam's own checks of its flags for the runner they name (Dataflow: a project id, a
+    gs:// temp_location, ...), as one ValueError line instead of a traceback at run time."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.runner import create_runner
+
+    options = PipelineOptions(beam_args)
+    runner = runner_for(options) or create_runner(options.view_as(StandardOptions).runner)
+    validator = PipelineOptionsValidator(options, runner)
+    if validator.is_service_runner() and _asks_dry_run(options):
+        # with neither location valid, Beam would go online to make a default bucket
+        gcloud = options.view_as(GoogleCloudOptions)
+        bad = [validator.validate_gcs_path(gcloud, name)
+               for name in ("temp_location", "staging_location")]
+        if all(bad):
+            raise ValueError("a dry run needs --temp_location gs://BUCKET/PATH with a valid "
+                             f"bucket name ({' '.join(bad[0][0].split())})")
+    errors = validator.validate()
+    if errors:
+        raise ValueError("Beam options: " + "; ".join(" ".join(e.split()) for e in errors))
+
+
+def _save_dataflow_job(job, folder: str, storage_options: dict | None) -> None:
+    """A dry-run Dataflow job as JSON: ``job.json`` (the job description Dataflow would
+    receive, with its environment: worker pool, SDK container image, experiments) and
+    ``pipeline.json`` (the portable pipeline, every transform)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    from apache_beam.runners.dataflow.internal import apiclient
+    from google.protobuf import json_format
+
+    # what DataflowApplicationClient.create_job_description adds, less the staging uploads
+    staging = job.options.view_as(GoogleCloudOptions).staging_location
+    job.proto.environment = apiclient.Environment(
+        packages=[], options=job.options,
+        environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
+        proto_pipeline_staged_url=FileSystems.join(staging, "pipeline.pb"),
+        proto_pipeline=job.proto_pipeline).proto
+    fs, path = output.fs_and_path(folder, storage_options)
+    fs.makedirs(path, exist_ok=True)
+    for name, text in (("job.json", job.json()),
+                       ("pipeline.json", json_format.MessageToJson(job.proto_pipeline))):
+        with fs.open(posixpath.join(path, name), "wt", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+def run_pipeline(beam_args: list[str], build, out: str | None = None,
+                 storage_options: dict | None = None) -> str | None:
+    """Build (``build(p)``) and run a pipeline on the runner the Beam flags name.
+
+    Returns None once the pipeline has run. With ``--dry_run=True`` a runner that honours
+    it (Dataflow) only builds the job: nothing runs, the job description and the portable
+    pipeline are saved as ``OUT/dataflow/job.json`` and ``pipeline.json``, and that folder
+    is returned (the caller then has no stats.json to publish).
+    """
     options = PipelineOptions(beam_args)
     with beam.Pipeline(runner=runner_for(options), options=options) as p:
         build(p)
+    job = getattr(p.result, "job", None)  # the with block ran (or, dry, only built) it
+    if not (_asks_dry_run(options) and job is not None and out is not None):
+        return None
+    folder = output.join(out, "dataflow")
+    _save_dataflow_job(job, folder, storage_options)
+    return folder
 
 
 def in_global_window(value: Any) -> WindowedValue:
@@ -204,52 +283,64 @@ def write_outputs(staging: str, docs, rejects: list, counts: list, order: tuple[
 
 
 class _WriteBundleFiles(beam.DoFn):
-    """Writes each bundle's lines to one temporary gzip file; emits (path, lines).
+    """Writes each bundle's lines to one gzip file, under its final name in ``folder``
+    (``part-<run>-<unique>.jsonl.gz``, never moved); emits (name, lines).
 
-    Only bundles that commit pass their file downstream, so a retried bundle's partial
-    file is never published: ``_Publish`` renames exactly the reported files.
+    Only bundles that commit pass their name downstream, so the file of a failed or
+    retried bundle is never published: ``_publish`` deletes it.
     """
 
-    def __init__(self, tmp_dir: str, kind: str, storage_options: dict):
-        self.tmp_dir, self.kind, self.storage_options = tmp_dir, kind, storage_options
+    def __init__(self, staging: str, kind: str, storage_options: dict):
+        self.staging, self.kind, self.storage_options = staging, kind, storage_options
+
+    def setup(self):
+        out, self._run_id = output.run_of(self.staging)
+        self._folder = output.join(out, self.kind)
+        self._final = None
 
     def start_bundle(self):
-        self._file = self._raw = None
+        self._drop()  # the file of a bundle that failed on this worker
         self._lines = 0
 
     def process(self, line: str):
-        if self._file is None:
-            self._path = output.join(self.tmp_dir, f"{self.kind}-{uuid.uuid4().hex}.jsonl.gz")
-            fs, path = output.fs_and_path(self._path, self.storage_options)
-            fs.makedirs(posixpath.dirname(path), exist_ok=True)
-            self._raw = fs.open(path, "wb")
-            self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)
+        if self._final is None:
+            self._name = output.part_name(self._run_id)
+            self._final = output.FinalFile(*output.fs_and_path(
+                output.join(self._folder, self._name), self.storage_options))
+            self._file = gzip.GzipFile(fileobj=self._final.file, mode="wb", compresslevel=6,
+                                       mtime=0)
         self._file.write(line.encode("utf-8") + b"\n")
         self._lines += 1
 
     def finish_bundle(self):
-        if self._file is not None:
+        if self._final is not None:
             self._file.close()
-            self._raw.close()
-            yield in_global_window((self._path, self._lines))
+            self._final.commit()
+            self._final = None
+            yield in_global_window((self._name, self._lines))
+
+    def teardown(self):
+        self._drop()
+
+    def _drop(self):
+        if getattr(self, "_final", None) is not None:
+            self._final.abandon()
+            self._final = None
 
 
-def _publish(files: list[tuple[str, int]], final_dir: str, kind: str,
-             storage_options: dict) -> list[tuple[str, int]]:
-    fs, final_path = output.fs_and_path(final_dir, storage_options)
-    fs.makedirs(final_path, exist_ok=True)
-    published = []
-    for i, (path, n) in enumerate(sorted(files)):
-        dest = output.join(final_dir, f"part-{i:05d}.jsonl.gz")
-        fs.mv(output.fs_and_path(path, storage_options)[1],
-              output.fs_and_path(dest, storage_options)[1])
-        published.append((dest, n))
-    LOG.info("wrote %d %s in %d files", sum(n for _, n in files), kind, len(files))
-    return published
+def _publish(files: list[tuple[str, int]], staging: str, kind: str,
+             storage_options: dict) -> dict:
+    """Lists the committed bundle files, deletes this run's others; a retry does the same."""
+    listing = output.publish_files(staging, kind, files, storage_options)
+    LOG.info("wrote %d %s in %d files", listing["records"], kind, len(listing["files"]))
+    return listing
 
 
 class WriteJsonl(beam.PTransform):
-    """Objects with ``to_json()`` -> ``<staging>/<kind>/part-NNNNN.jsonl.gz`` on any fsspec URL."""
+    """Objects with ``to_json()`` -> ``OUTPUT/<kind>/part-<run>-<unique>.jsonl.gz`` on any
+    fsspec URL (``staging`` is the run folder, OUTPUT/_runs/<run>), one file per bundle,
+    written once under its final name; the run's listing of them goes to the run folder,
+    and :func:`skypile.files.output.commit` publishes them."""
 
     def __init__(self, staging: str, kind: str, storage_options: dict | None = None):
         super().__init__()
@@ -257,14 +348,13 @@ class WriteJsonl(beam.PTransform):
         self.storage_options = storage_options or {}
 
     def expand(self, pcoll):
-        tmp = output.join(self.staging, "_tmp")
         return (pcoll
                 | "ToJson" >> beam.Map(lambda x: x.to_json())
                 | "WriteBundles" >> beam.ParDo(
-                    _WriteBundleFiles(tmp, self.kind, self.storage_options))
-                | "Collect" >> beam.combiners.ToList()
-                | "Publish" >> beam.Map(_publish, output.join(self.staging, self.kind),
-                                        self.kind, self.storage_options))
+                    _WriteBundleFiles(self.staging, self.kind, self.storage_options))
+                | "Collect" >> beam.combiners.ToList()  # file names: one per bundle
+                | "Publish" >> beam.Map(_publish, self.staging, self.kind,
+                                        self.storage_options))
 
 
 class WriteStats(beam.PTransform):
@@ -330,13 +420,90 @@ class Progress:
 
 # ---- reading, shared by every pipeline --------------------------------------------------
 
+def lists_on_workers(read_opts: Any) -> bool:
+    """Whether ``read_opts`` (the config's ``read`` section) asks for listing on workers."""
+    return bool(getattr(read_opts, "list_on_workers", False))
+
+
+def list_inputs(patterns: list[str], read_opts: Any, storage_options: dict,
+                keep_folders: bool = False) -> list[str]:
+    """The launcher's view of the inputs: the expanded files, or with
+    ``read.list_on_workers`` the patterns as given (not even checked: the launcher may not
+    see them), for :class:`InputFiles` to expand on workers."""
+    if lists_on_workers(read_opts):
+        return list(dict.fromkeys(patterns))
+    return output.expand_inputs(patterns, storage_options, keep_folders=keep_folders)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unmatched:
+    """A pattern that a worker found matching nothing; the reader turns it into a reject."""
+
+    pattern: str
+
+    def reject(self) -> Reject:
+        return file_reject(self.pattern, "no-match", pattern=self.pattern,
+                           error=f"no input matches {self.pattern}")
+
+
+def _list_pattern(pattern: str, storage_options: dict, keep_folders: bool, as_bytes: bool):
+    """One --input pattern, expanded on a worker: its files, or Unmatched (tagged)."""
+    try:
+        files = output.expand_inputs([pattern], storage_options, keep_folders=keep_folders)
+    except FileNotFoundError:
+        LOG.warning("no input matches %s", pattern)
+        yield pvalue.TaggedOutput("unmatched", Unmatched(pattern))
+        return
+    for f in files:
+        yield f.encode("utf-8", "surrogateescape") if as_bytes else f
+
+
+class InputFiles(beam.PTransform):
+    """The pipeline's first step: the input files, as the launcher listed them or, with
+    ``read.list_on_workers``, listed by workers from the patterns (then :class:`Unmatched`
+    for a pattern that matches nothing, and a file that two patterns match read once).
+
+    The caller spreads the names (Reshuffle), so that the files listed by one worker are
+    read by many. ``as_bytes`` gives names as UTF-8 bytes (surrogateescape): a name that
+    is not UTF-8 survives Beam's coders (``skypile code``).
+    """
+
+    def __init__(self, files_or_patterns: list[str], read_opts: Any, storage_options: dict,
+                 keep_folders: bool = False, as_bytes: bool = False):
+        super().__init__()
+        self.items, self.on_workers = list(files_or_patterns), lists_on_workers(read_opts)
+        self.so, self.keep_folders, self.as_bytes = storage_options, keep_folders, as_bytes
+
+    def expand(self, pbegin):
+        if not self.on_workers:
+            return pbegin | "Files" >> beam.Create(
+                [f.encode("utf-8", "surrogateescape") for f in self.items] if self.as_bytes
+                else self.items)
+        listed = (pbegin
+                  | "Patterns" >> beam.Create(self.items)
+                  | "ListOnWorkers" >> beam.FlatMap(
+                      _list_pattern, self.so, self.keep_folders, self.as_bytes
+                  ).with_outputs("unmatched", main="files"))
+        files = listed.files | "OncePerFile" >> beam.Distinct()
+        return (files, listed.unmatched) | "FilesAndUnmatched" >> beam.Flatten()
+
+
 class ReadFile(StageFn):
-    """A file path in; its document records out, rejects and skipped records counted."""
+    """A file path in; its document records out, rejects and skipped records counted.
 
-    def __init__(self, opts: ReaderOptions, storage_options: dict, url_stage: bool = False):
-        self.opts, self.storage_options, self.url_stage = opts, storage_options, url_stage
+    An :class:`Unmatched` pattern (from :class:`InputFiles` listing on workers) becomes a
+    reject ``read:no-match`` naming the pattern, counted as an unreadable input.
+    """
 
-    def process(self, path: str, url_losers: dict | None = None):
+    def __init__(self, opts: ReaderOptions, storage_options: dict):
+        self.opts, self.storage_options = opts, storage_options
+
+    def process(self, path: "str | Unmatched"):
+        if isinstance(path, Unmatched):
+            yield self.drop(path.reject())
+            self._tally.note("files", "unreadable")
+            Metrics.counter(NAMESPACE, "files/unreadable").inc()
+            return
         t0 = time.monotonic()
         rs = ReadStats()
         kept = dropped = 0
@@ -350,14 +517,7 @@ class ReadFile(StageFn):
                 else:
                     kept += 1
                     self.keep("read")
-                    if not self.url_stage:
-                        yield item
-                    elif (verdict := url_losers.get(item.id)) is None:
-                        self.keep("url")
-                        yield item
-                    else:
-                        yield self.drop(Reject.of(item, "url", verdict[1], text="",
-                                                  **verdict[2]))
+                    yield item
         except UnreadableFile as e:
             LOG.warning("cannot read %s", e)
             dropped += 1
@@ -439,11 +599,12 @@ def _load_config(config_cls: type) -> Callable[[argparse.Namespace, list[str]], 
 
 
 def _expand_inputs(args: argparse.Namespace, cfg: Any) -> list[str]:
-    return output.expand_inputs(args.input, cfg.storage_options)
+    return list_inputs(args.input, getattr(cfg, "read", None), cfg.storage_options)
 
 
 def publish_run(staging: str, args: argparse.Namespace, cfg: Any) -> dict:
-    """Reads back stats.json, saves the resolved config.json, then commits the staging."""
+    """Reads back stats.json, saves the resolved config.json, then commits the run: the
+    small files to their places, the marker last, then the previous run's files go."""
     so = cfg.storage_options
     result = output.read_json(output.join(staging, "stats.json"), so)
     output.write_json(output.join(staging, "config.json"), cfglib.to_dict(cfg), so)
@@ -459,7 +620,8 @@ def run_command(argv: list[str] | None, config_cls: type, build: Callable, *,
 
     Our flags (``parser``) and ``--section.key=value`` overrides are split from Beam's;
     ``resolve(args, overrides)`` gives the checked config (default: --config, then the
-    overrides) and ``inputs(args, cfg)`` the input files (default: --input expanded). A
+    overrides) and ``inputs(args, cfg)`` the input files (default: --input expanded, or
+    kept as patterns for the workers to list with ``read.list_on_workers``). A
     ConfigError, FileNotFoundError or ValueError there is one line on stderr and exit 2.
     Then ``build(p, args, files, cfg, staging)`` adds the pipeline, which runs into a
     fresh staging folder; ``publish(staging, args, cfg)`` commits it (default: stats.json,
@@ -471,19 +633,58 @@ def run_command(argv: list[str] | None, config_cls: type, build: Callable, *,
         overrides, beam_args = split_overrides(rest, config_cls)
         cfg = (resolve or _load_config(config_cls))(args, overrides)
         files = (inputs or _expand_inputs)(args, cfg)
+        check_beam_options(beam_args)
     except (cfglib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
+    try:
+        result = _run_and_publish(argv, build, parser, publish, args, files, cfg, beam_args)
+    except Exception as e:  # noqa: BLE001 - only the failures that explain themselves
+        line, code = one_line_failure(e)
+        if line is None:
+            raise
+        print(f"{parser.prog}: error: {line}", file=sys.stderr)
+        return code
+    if result is None:  # a dry run: built, not run
+        return 0
+    seconds = time.monotonic() - t0
+    if summary is not None:
+        return summary(result, args, seconds)
+    return report(result, args.output, seconds, parser.prog, order)
+
+
+STOPS = {"ModelError": 2, "ComponentsNotConverged": 1, "MissingVerdict": 1}
+"""Errors a run stops with that say in one line what is wrong (and the exit code): a model
+that is missing or not the configured file, components that did not converge, a document
+without its verdict. They are raised on a worker; the in-process runner re-raises the
+same type, a multi-process or remote runner passes it on as text."""
+
+
+def one_line_failure(e: BaseException) -> tuple[str | None, int]:
+    """(the one-line message, exit code) of a run failure in :data:`STOPS`, else (None, 1)."""
+    for cls in type(e).__mro__:
+        if cls.__name__ in STOPS and str(e):
+            return str(e).splitlines()[0], STOPS[cls.__name__]
+    found = re.search(r"\b(" + "|".join(STOPS) + r"): ([^\n]+)", str(e))
+    if found:
+        return found.group(2), STOPS[found.group(1)]
+    return None, 1
+
+
+def _run_and_publish(argv, build, parser, publish, args, files, cfg, beam_args) -> dict | None:
+    """Runs the pipeline into a fresh staging folder and publishes it; None after a dry run."""
     with staged(args.output, cfg.storage_options) as staging:
-        run_pipeline(beam_args, lambda p: build(p, args, files, cfg, staging))
+        dry = run_pipeline(beam_args, lambda p: build(p, args, files, cfg, staging),
+                           args.output, cfg.storage_options)
+        if dry is not None:  # the job was built, not run: nothing to publish
+            output.discard(staging, cfg.storage_options)
+            print(f"{parser.prog}: dry run: the job was built, not submitted; its description "
+                  f"and pipeline are in {dry} (job.json, pipeline.json)")
+            return None
         # which code, launched how: asked here on the launcher, kept with the counts
         url, so = output.join(staging, "stats.json"), cfg.storage_options
         output.write_json(url, {**output.read_json(url, so), "skypile_version": code_version(),
                                 "command": launch_command(
                                     parser.prog, sys.argv[1:] if argv is None else argv)}, so)
-        result = publish(staging, args, cfg)
-    seconds = time.monotonic() - t0
-    if summary is not None:
-        return summary(result, args, seconds)
-    return report(result, args.output, seconds, parser.prog, order)
+        return publish(staging, args, cfg)

@@ -7,7 +7,7 @@ source/domain, split into train / validation by a hash of their id, encoded with
 appended, and written as ``OUTPUT/<domain>/<split>-NNNNN-of-MMMMM.bin`` shards plus
 ``OUTPUT/manifest.json``. Shard contents depend only on the input, so a re-run after a
 crash writes only the missing shards and leaves complete ones untouched; each shard is
-written under a temporary name and renamed when complete. Afterwards only what a run owns
+written once under its final name (locally as a hidden temporary, then renamed). Afterwards only what a run owns
 is removed: shard files (and their temporaries) of this or the previous manifest's
 domains that this manifest does not list, never other files under the output.
 """
@@ -15,69 +15,160 @@ domains that this manifest does not list, never other files under the output.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import re
-import uuid
 import zlib
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import pvalue
+from apache_beam.metrics import Metrics
 
 from skypile import config as cfglib
-from skypile.document import Document
 from skypile.files import output
 from skypile.jobs.tokenize import Encoder, TokenizeConfig, check
-from skypile.pipelines.common import (ApplyStage, ReadFile, as_document, chain, run_command,
-                                      with_rejects, write_outputs)
+from skypile.pipelines.common import (NAMESPACE, REJECTS, STATS, InputFiles, ReadFile,
+                                      as_document, in_global_window, list_inputs, run_command,
+                                      write_outputs)
 from skypile.tokens import datacard, shards
-from skypile.tokens.domains import bad_domain, hash_fraction, is_held_out, label
+from skypile.tokens.domains import bad_domain, hash_fraction, is_held_out
 from skypile.tokens.manifest import TOKENIZER_FILE, build_manifest, copy_tokenizer, source_roots
 from skypile.tokens.tokenizer import Tokenizer
 
 
-def _held_out_candidates(doc: Document, cfg: TokenizeConfig):
-    """A bad label is no candidate: the Encoder rejects its document (tokenize:bad-domain)."""
-    if is_held_out(doc.id, cfg.held_out):
-        domain = label(doc, cfg.labels)
-        if not bad_domain(domain):
-            yield domain, (hash_fraction(doc.id), doc.id)
+class ReadEncode(ReadFile):
+    """Reading and the ``tokenize`` stage in one step, so that no document crosses Beam on
+    its own: a file's records are encoded a batch at a time (at most BATCH_DOCS documents
+    or BATCH_CHARS characters, one SentencePiece batch call), and each batch leaves as
+    ``(domain, (ids, tokens, lengths))`` per domain
+    (:class:`~skypile.jobs.tokenize.Encoded`'s numpy arrays, never a list per token or per
+    document). Small side outputs: ``held``, the held-out candidates ``(domain, (hash, id,
+    tokens))``; ``sizes``, tokens per domain; ``breakdown``, ``((source, lang), (docs,
+    tokens))`` summed per batch; and, as every stage, rejects and counts."""
+
+    BATCH_DOCS = 1024
+    BATCH_CHARS = 1 << 22
+
+    def __init__(self, model: str, cfg: TokenizeConfig, roots: tuple[str, ...]):
+        super().__init__(cfg.read, cfg.storage_options)
+        self.model, self.cfg, self.roots = model, cfg, roots
+
+    def setup(self):
+        self._encoder = Encoder(self.model, self.cfg, self.roots)
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._docs, self._chars = [], 0
+
+    def process(self, path):
+        for out in super().process(path):
+            if isinstance(out, pvalue.TaggedOutput):
+                yield out
+                continue
+            doc = as_document(out)
+            self._docs.append(doc)
+            self._chars += len(doc.text)
+            if len(self._docs) >= self.BATCH_DOCS or self._chars >= self.BATCH_CHARS:
+                yield from self._flush()
+
+    def finish_bundle(self):
+        for out in self._flush():
+            if isinstance(out, pvalue.TaggedOutput):
+                yield pvalue.TaggedOutput(out.tag, in_global_window(out.value))
+            else:
+                yield in_global_window(out)
+        yield from super().finish_bundle()
+
+    def _flush(self):
+        docs, self._docs, self._chars = self._docs, [], 0
+        if not docs:
+            return
+        encoded, rejects = self._encoder.encode_many(docs)
+        for rej in rejects:
+            yield self.drop(rej)
+        kept = len(docs) - len(rejects)
+        if kept:
+            self._tally.kept(STAGE, kept)
+            Metrics.counter(NAMESPACE, f"{STAGE}/in").inc(kept)
+            Metrics.counter(NAMESPACE, f"{STAGE}/kept").inc(kept)
+        per_source_lang: dict = {}
+        for e in encoded:
+            yield e.domain, (e.ids, e.tokens, e.lengths)
+            yield pvalue.TaggedOutput(SIZES, (e.domain, int(e.lengths.sum())))
+            for doc_id, n, key in zip(e.ids, e.lengths.tolist(), e.source_langs):
+                if is_held_out(doc_id, self.cfg.held_out):
+                    yield pvalue.TaggedOutput(HELD, (e.domain, (hash_fraction(doc_id), doc_id, n)))
+                docs_n, tokens_n = per_source_lang.get(key, (0, 0))
+                per_source_lang[key] = (docs_n + 1, tokens_n + n)
+        for key, counts in sorted(per_source_lang.items()):
+            yield pvalue.TaggedOutput(BREAKDOWN, (key, counts))
+
+
+STAGE, HELD, SIZES, BREAKDOWN = "tokenize", "held", "sizes", "breakdown"
+
+
+def _held_tokens(candidate, held: dict):
+    """A held-out candidate's tokens count under its domain's validation split when its id
+    is held out (in any domain: the split goes by id)."""
+    domain, (_hash, doc_id, n) = candidate
+    if doc_id in held:
+        yield domain, n
+
+
+def shard_pieces(batch, held: dict, sizes: dict, held_sizes: dict, shard_tokens: int):
+    """``(domain, (ids, tokens, lengths))`` -> ``((domain, split, index, count), (tokens,
+    lengths))``, one piece per shard that the batch's documents go to: split by id (held
+    out or not), ``count`` = ceil(the split's tokens / ``shard_tokens``), index =
+    CRC-32(id) mod count. The tokens move as one array per piece."""
+    domain, (ids, tokens, lengths) = batch
+    validation = np.fromiter((i in held for i in ids), bool, len(ids))
+    crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.int64, len(ids))
+    n_val = held_sizes.get(domain, 0)
+    counts = {"train": max(1, math.ceil((sizes[domain] - n_val) / shard_tokens)),
+              "validation": max(1, math.ceil(n_val / shard_tokens))}
+    index = np.where(validation, crc % counts["validation"], crc % counts["train"])
+    group = index * 2 + validation  # one number per (split, shard)
+    order = np.argsort(group, kind="stable")
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    for docs in np.split(order, bounds):
+        split = "validation" if validation[docs[0]] else "train"
+        piece = (tokens if len(docs) == len(ids) else
+                 np.concatenate([tokens[s:s + n] for s, n in
+                                 zip(starts[docs].tolist(), lengths[docs].tolist())]))
+        yield ((domain, split, int(index[docs[0]]), counts[split]),
+               (piece, lengths[docs]))
 
 
 class WriteShards(beam.DoFn):
-    """((domain, split, index, count), docs) -> one shard file, skipped when already there."""
+    """((domain, split, index, count), pieces) -> one shard file, skipped when already
+    there. The pieces' documents stream through a :class:`~skypile.tokens.shards.ShardWriter`
+    (a local spill file and an index entry per document in memory, never the shard's
+    tokens), and are ordered by a hash of their tokens: the same bytes whatever order and
+    grouping the runner hands them in."""
 
     def __init__(self, out: str, vocab_size: int, storage_options: dict):
         self.out, self.vocab_size, self.so = out, vocab_size, storage_options
 
     def process(self, element):
-        (domain, split, index, count), docs = element
-        # by id (then, for a repeated id, by tokens): the same bytes on every run
-        docs = sorted(docs, key=lambda d: (d[0], hashlib.sha1(d[1]).digest()))
-        data = shards.encode([tokens for _id, tokens in docs], self.vocab_size)
-        digest = shards.sha256(data)
-        rel = f"{domain}/{split}-{index:05d}-of-{count:05d}.bin"
-        fs, path = output.fs_and_path(output.join(self.out, rel), self.so)
-        status = "written"
-        if fs.exists(path) and fs.size(path) == len(data) and \
-                shards.sha256(fs.cat_file(path)) == digest:
-            status = "kept"  # a complete shard from an earlier, interrupted run
-        else:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            with fs.open(tmp, "wb") as f:
-                f.write(data)
-            fs.mv(tmp, path)
-        n_tokens = sum(len(t) for _i, t in docs)
+        (domain, split, index, count), pieces = element
+        with shards.ShardWriter(self.vocab_size) as shard:
+            for tokens, lengths in pieces:
+                shard.add(tokens, lengths)
+            rel = f"{domain}/{split}-{index:05d}-of-{count:05d}.bin"
+            fs, path = output.fs_and_path(output.join(self.out, rel), self.so)
+            status = "written"
+            if fs.exists(path) and fs.size(path) == shard.size_bytes and \
+                    shards.file_sha256(fs, path) == (digest := shard.write()):
+                status = "kept"  # a complete shard from an earlier, interrupted run
+            else:
+                # written once: one upload on object storage, a renamed hidden temporary locally
+                with output.open_final(output.join(self.out, rel), self.so) as f:
+                    digest = shard.write(f)
         yield {"domain": domain, "split": split, "path": rel, "sha256": digest,
-               "tokens": n_tokens, "docs": len(docs), "bytes": len(data), "status": status}
-
-
-def _shard_key(kv, totals: dict, shard_tokens: int):
-    (domain, split), (doc_id, tokens), _source_lang = kv  # the breakdown's key stays here
-    count = max(1, math.ceil(totals[(domain, split)] / shard_tokens))
-    index = zlib.crc32(doc_id.encode("utf-8")) % count
-    return (domain, split, index, count), (doc_id, tokens)
+               "tokens": shard.n_tokens, "docs": shard.n_docs, "bytes": shard.size_bytes,
+               "status": status}
 
 
 def _add_counts(pairs) -> tuple[int, int]:
@@ -90,34 +181,33 @@ def _add_counts(pairs) -> tuple[int, int]:
 
 
 def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, staging: str):
-    tok = Tokenizer(model)
     so = cfg.storage_options
-    names = p | "Inputs" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-    read = chain(names, [("Read", with_rejects(ReadFile(cfg.read, so))),
-                         ("AsDocuments", beam.Map(as_document))])
-    held = (read.docs
-            | "HeldOutCandidates" >> beam.FlatMap(_held_out_candidates, cfg)
+    tok = Tokenizer(model, so)
+    names = p | "Inputs" >> InputFiles(files, cfg.read, so) | "SpreadFiles" >> beam.Reshuffle()
+    enc = names | "ReadEncode" >> beam.ParDo(
+        ReadEncode(model, cfg, source_roots(files))).with_outputs(
+        REJECTS, STATS, HELD, SIZES, BREAKDOWN, main="docs")
+    # small side inputs only: max_docs ids per domain, one number per domain
+    held = (enc[HELD]
             | "SmallestHashes" >> beam.combiners.Top.PerKey(cfg.held_out.max_docs, reverse=True)
-            | "HeldOutIds" >> beam.FlatMap(lambda kv: [(i, True) for _h, i in kv[1]]))
-    encoded = chain(read.docs, [(  # a dict side input: O(1) membership per document
-        "Encode", with_rejects(ApplyStage(Encoder, model, cfg, source_roots(files),
-                                          stage="tokenize"), pvalue.AsDict(held)))])
-    tokens = encoded.docs  # ((domain, split), (id, tokens), (source, lang))
+            | "HeldOutIds" >> beam.FlatMap(lambda kv: [(c[1], True) for c in kv[1]]))
+    held_sizes = (enc[HELD] | "HeldTokens" >> beam.FlatMap(_held_tokens, pvalue.AsDict(held))
+                  | "SumHeldTokens" >> beam.CombinePerKey(sum))
+    sizes = enc[SIZES] | "SumSizes" >> beam.CombinePerKey(sum)
     per_source_lang = (  # at most MAX_SOURCES x languages keys, whatever the corpus
-        tokens | "SourceLang" >> beam.Map(lambda kv: (kv[2], (1, len(kv[1][1]))))
-        | "SumSourceLang" >> beam.CombinePerKey(_add_counts))
-    totals = (tokens | "Lengths" >> beam.Map(lambda kv: (kv[0], len(kv[1][1])))
-              | "Totals" >> beam.CombinePerKey(sum))
-    written = (tokens
-               | "ShardKey" >> beam.Map(_shard_key, pvalue.AsDict(totals), cfg.shards.target_tokens)
+        enc[BREAKDOWN] | "SumSourceLang" >> beam.CombinePerKey(_add_counts))
+    written = (enc.docs
+               | "ShardPieces" >> beam.FlatMap(shard_pieces, pvalue.AsDict(held),
+                                               pvalue.AsDict(sizes), pvalue.AsDict(held_sizes),
+                                               cfg.shards.target_tokens)
                | "ByShard" >> beam.GroupByKey()
                | "WriteShards" >> beam.ParDo(WriteShards(out, tok.vocab_size, so)))
     (written | "AllShards" >> beam.combiners.ToList()
      | "Manifest" >> beam.Map(lambda rows, counts: output.write_json(
          output.join(staging, "manifest.json"), build_manifest(rows, tok, cfg, files, counts),
          so), pvalue.AsList(per_source_lang)))
-    write_outputs(staging, None, read.rejects + encoded.rejects, read.counts + encoded.counts,
-                  ("read", "tokenize"), {"inputs": files}, so)
+    write_outputs(staging, None, [enc[REJECTS]], [enc[STATS]], ("read", "tokenize"),
+                  {"inputs": files}, so)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -148,14 +238,16 @@ def _resolve(args: argparse.Namespace, overrides: list[str]) -> TokenizeConfig:
 
 def _inputs(args: argparse.Namespace, cfg: TokenizeConfig) -> list[str]:
     """The input files, once the tokenizer is known to load (TokenizerError otherwise)."""
-    files = output.expand_inputs(args.input, cfg.storage_options)
-    Tokenizer(args.tokenizer)
+    files = list_inputs(args.input, cfg.read, cfg.storage_options)  # patterns: workers list
+    Tokenizer(args.tokenizer, cfg.storage_options)
     return files
 
 
 def _publish(staging: str, args: argparse.Namespace, cfg: TokenizeConfig) -> dict:
-    """Shards are written in place; the rest is committed, then old shards are removed
-    (the previous manifest, read before the commit replaces it, says which domains)."""
+    """Shards are written in place; the rest is committed (manifest, stats, datacard and
+    tokenizer to their places, then the marker, then the previous run's rejects go), then
+    old shards are removed (the previous manifest, read before the commit replaces it,
+    says which domains)."""
     so = cfg.storage_options
     manifest = output.read_json(output.join(staging, "manifest.json"), so)
     previous = previous_manifest(args.output, so)
@@ -185,8 +277,10 @@ def run(argv: list[str] | None = None) -> int:
         summary=_summary)
 
 
-OWNED_NAME = re.compile(shards.SHARD_NAME.pattern + r"(\.tmp-[0-9a-f]{8})?")
-"""A shard's file name in its domain folder, or the temporary one it is written under."""
+OWNED_NAME = re.compile(rf"(?:{shards.SHARD_NAME.pattern})(?:\.tmp-[0-9a-f]{{8}})?"
+                        rf"|\.(?:{shards.SHARD_NAME.pattern})\.tmp-[0-9a-f]{{8}}")
+"""A shard's file name in its domain folder, or a temporary one it was written under
+(``.NAME.tmp-xxxxxxxx`` now, ``NAME.tmp-xxxxxxxx`` by older versions)."""
 
 
 def previous_manifest(out: str, storage_options: dict) -> dict | None:

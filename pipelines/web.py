@@ -4,9 +4,11 @@
                 [--stages LIST] [--config FILE] [--section.key=value ...] [Beam flags]
     skypile dedup --input GLOB --output DIR_OR_URL [--config FILE]   (documents in)
 
-Stages run in the report's order: ``extract`` (structural extraction), distribution
-filtering and deduplication (``exact``, ``minhash``, ``semantic``, then ``blocks``: recurring
-blocks counted over the documents dedup kept, so copies collapse first), CCNet-style
+Stages run in the report's order: ``read``, ``url`` (raw records that repeat a normalised
+URL, dropped before extraction when ``exact`` checks URLs), ``extract`` (structural
+extraction), distribution filtering and deduplication (``exact``, ``minhash``,
+``semantic``, then ``blocks``: recurring blocks counted over the documents dedup kept, so
+copies collapse first), CCNet-style
 quality (``langid``, ``perplexity``, ``quality`` and their threshold step), then ``stem``
 tagging for the STEM / Main split. Output contract: ``OUTPUT/docs/*.jsonl.gz``,
 ``OUTPUT/rejects/*.jsonl.gz``, ``OUTPUT/stats.json``, ``OUTPUT/reports/``, ``OUTPUT/other/``
@@ -25,8 +27,9 @@ from skypile.classifiers.langid import LangId
 from skypile.jobs.scoring import LangIdConfig
 from skypile.jobs.web import (DEDUP, DEDUP_STAGES, SCORERS, STAGES, STATS_ORDER, WEB, Command,
                               WebConfig, check, gate_languages)
-from skypile.pipelines.common import (LOG, ApplyStage, ReadFile, WriteJsonl, chain, run_command,
-                                      with_rejects, write_outputs)
+from skypile.pipelines.common import (LOG, ApplyStage, InputFiles, ReadFile, WriteJsonl, chain,
+                                      lists_on_workers, run_command, with_rejects,
+                                      write_outputs)
 from skypile.pipelines.dedup import (ExactDedup, MinHashDedup, RecurringBlocks, SemanticDedup,
                                      UrlDuplicates)
 from skypile.pipelines.quality import OTHER, QualityStages
@@ -61,20 +64,16 @@ def _dedup_stage(name: str, cfg: WebConfig, staging: str) -> beam.PTransform:
         return ExactDedup(d.exact)
     if name == "minhash":
         return MinHashDedup(d.minhash)
-    return SemanticDedup(d.semantic, d.minhash.rounds, staging, so)
+    return SemanticDedup(d.semantic, d.minhash.max_rounds, staging, so)
 
 
-def _stages(names, cfg: WebConfig, staging: str):
+def _stages(cfg: WebConfig, staging: str):
     """(label, transform) of every configured stage, in the report's order."""
-    so = cfg.storage_options
+    yield "Read", with_rejects(ReadFile(cfg.read, cfg.storage_options))
     if "extract" in cfg.stages and "exact" in cfg.stages and cfg.dedup.exact.by_url:
-        # URL duplicates are known before the pages are read for real: the reader drops them
-        # (stage "url"), so their bodies never travel and trafilatura never sees them
-        losers = names | "UrlFirst" >> UrlDuplicates(cfg.read, so)
-        yield "Read", with_rejects(ReadFile(cfg.read, so, url_stage=True),
-                                   beam.pvalue.AsDict(losers))
-    else:
-        yield "Read", with_rejects(ReadFile(cfg.read, so))
+        # raw records meet the others of their URL (stage "url") before extraction, in the
+        # one read of the corpus: trafilatura never sees a URL duplicate
+        yield "Url", UrlDuplicates()
     if "extract" in cfg.stages:
         yield "Extract", with_rejects(ApplyStage(make_extractor, cfg.extract, cfg.langid,
                                                  gate_languages(cfg), cfg.read.content,
@@ -91,10 +90,13 @@ def _stages(names, cfg: WebConfig, staging: str):
 
 def build(p: beam.Pipeline, files: list[str], cfg: WebConfig, staging: str,
           extra_stats: dict) -> None:
-    """Adds the pipeline to ``p``, writing the output contract under ``staging``."""
-    names = p | "Inputs" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-    out = chain(names, _stages(names, cfg, staging))
+    """Adds the pipeline to ``p``, writing the output contract under ``staging``.
+
+    ``files`` are the input files, or with ``read.list_on_workers`` the patterns."""
     so = cfg.storage_options
+    names = (p | "Inputs" >> InputFiles(files, cfg.read, so)
+             | "SpreadFiles" >> beam.Reshuffle())
+    out = chain(names, _stages(cfg, staging))
     if OTHER in out.extra:
         out.extra[OTHER] | "WriteOther" >> WriteJsonl(staging, OTHER, so)
     write_outputs(staging, out.docs, out.rejects, out.counts, STATS_ORDER, extra_stats, so)
@@ -145,9 +147,10 @@ def resolve(args: argparse.Namespace, overrides: list[str], cmd: Command = WEB) 
 
 def _build_run(cmd: Command, p: beam.Pipeline, args: argparse.Namespace, files: list[str],
                cfg: WebConfig, staging: str) -> None:
-    LOG.info("%s: %d input files, stages %s, output %s", cmd.prog, len(files),
+    what = "input patterns, listed on workers" if lists_on_workers(cfg.read) else "input files"
+    LOG.info("%s: %d %s, stages %s, output %s", cmd.prog, len(files), what,
              ",".join(s for s in STAGES if s in cfg.stages), args.output)
-    build(p, files, cfg, staging, {"inputs": files})
+    build(p, files, cfg, staging, {"inputs": files})  # the patterns, when workers list
 
 
 def run(argv: list[str] | None = None, cmd: Command = WEB) -> int:

@@ -200,7 +200,9 @@ def load(cls: type[T], path: str | None = None, overrides: list[str] | None = No
     """File, then ``section.key=value`` overrides, on top of ``base`` and the defaults."""
     data: dict[str, Any] = json.loads(json.dumps(base or {}))
     if path:
-        _merge(data, load_file(path))
+        from skypile.files.models import rebase_paths  # a file's model paths follow the file
+
+        _merge(data, rebase_paths(cls, load_file(path), path))
     for item in overrides or []:
         key, eq, value = item.partition("=")
         key = key.lstrip("-")

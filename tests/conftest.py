@@ -7,6 +7,21 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SKYPILE_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Models fetched from URLs (and local sha256 checks) are cached in a folder of this
+    test session, not in the user's ~/.cache; child processes inherit the setting."""
+    if "SKYPILE_MODEL_CACHE" in os.environ:
+        yield Path(os.environ["SKYPILE_MODEL_CACHE"])
+        return
+    folder = tmp_path_factory.mktemp("model-cache")
+    os.environ["SKYPILE_MODEL_CACHE"] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop("SKYPILE_MODEL_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real third-party data (``SKYPILE_DATA``, default ../shared/data)."""

@@ -144,7 +144,7 @@ def test_minhash_dedup_keeps_one_per_cluster_with_cluster_ids():
 def test_connected_components_follow_chains():
     edges = [("d", "e"), ("c", "d"), ("b", "c"), ("a", "b"), ("x", "y")]
     with pipeline() as p:
-        labels = p | beam.Create(edges) | ConnectedComponents(rounds=5)
+        labels = p | beam.Create(edges) | ConnectedComponents(max_rounds=5)
         assert_that(labels, equal_to([("a", "a"), ("b", "a"), ("c", "a"), ("d", "a"), ("e", "a"),
                                       ("x", "x"), ("y", "x")]))
 
@@ -229,3 +229,58 @@ def test_kmeans_is_deterministic_for_a_seed():
     x = [v / np.linalg.norm(v) for v in rng.normal(size=(20, 4))]
     assert np.array_equal(kmeans(x, 3, 5, seed=7), kmeans(x, 3, 5, seed=7))
     assert kmeans(x[:2], 5, 5, seed=0).shape == (2, 4)  # k is capped at the sample size
+
+
+# ---- one verdict per document; hot keys -------------------------------------------------------
+
+def test_a_document_without_a_verdict_stops_the_run():
+    from skypile.pipelines.dedup import MissingVerdict, join_verdicts
+
+    docs = [doc("a", "first text"), doc("b", "second text")]
+    with pytest.raises(Exception, match="'b' has 1 document\\(s\\) and 0 verdict"):
+        with pipeline() as p:
+            verdicts = p | "Verdicts" >> beam.Create([("a", ("keep", None, None))])
+            join_verdicts(p | "Docs" >> beam.Create(docs), verdicts, "exact", "Exact")
+    assert issubclass(MissingVerdict, RuntimeError)
+
+
+def test_a_hot_url_and_a_hot_text_keep_one_copy_each():
+    # 600 copies of one URL (one longer), 600 of one text under different URLs (the odd
+    # ones are longer: the smallest odd id keeps the text)
+    on_url = [doc(f"u{i:03d}", f"page text {i}", "http://hot.example/") for i in range(600)]
+    on_url.append(doc("u-long", "the longest page text of all", "https://www.hot.example"))
+    same = [doc(f"t{i:03d}", "Same TEXT, everywhere!" if i % 2 else "same text everywhere",
+                f"http://site{i}.example/") for i in range(600)]
+    with pipeline() as p:
+        out = p | beam.Create(on_url + same) | ExactDedup(ExactConfig())
+        assert_that(out["docs"] | beam.Map(lambda d: d.id), equal_to(["u-long", "t001"]),
+                    label="docs")
+        assert_that(out["rejects"] | beam.Map(lambda r: (r.reason, r.detail["kept_id"]))
+                    | beam.combiners.Count.PerElement(),
+                    equal_to([(("exact:url", "u-long"), 600), (("exact:content", "t001"), 599)]),
+                    label="rejects")
+        assert_that(out["stats"] | beam.Filter(lambda kv: kv[0][1].startswith("largest")),
+                    equal_to([(("exact", "largest_url_group", ""), 601),
+                              (("exact", "largest_content_group", ""), 600)]), label="stats")
+
+
+def test_oversized_buckets_are_capped_and_counted(tmp_path):
+    from skypile.pipelines.web import run_dedup
+
+    words = [f"word{j}" for j in range(300)]
+    rows = []
+    for i in range(40):  # 40 near copies: one word of each replaced
+        w = list(words)
+        w[i * 7] = f"edit{i}"
+        rows.append({"id": f"d{i:02d}", "text": " ".join(w)})
+    path = tmp_path / "near.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert run_dedup(["--input", str(path), "--output", str(out), "--stages", "minhash",
+                      "--dedup.minhash.max_bucket_size=5"]) == 0
+    s = json.loads((out / "stats.json").read_text())["stages"]["minhash"]
+    # each capped bucket links about 5 of its 40 members; over 58 bands, all are linked
+    assert s["kept"] == 1 and s["dropped"] == {"minhash:near-duplicate": 39}
+    assert 5 < s["largest_bucket"] <= 40 and s["capped_buckets"] > 0
+    assert 0 < s["capped_members"] < s["capped_buckets"] * 39
+    assert s["components"] == 1 and s["rounds"] >= 1

@@ -95,9 +95,9 @@ def _pipelines(tmp_path, data_dir):
     tok = tk.train([str(data_dir / "wiki-en/wiki.test.raw")], str(tmp_path / "tok"),
                    tk.TokenizerTrainConfig(vocab_size=600))
 
-    def web_all(p):  # every stage; the model paths only exist inside the worker image
-        cfg = web.resolve(web.make_parser().parse_args(["--input", "x", "--output", "y",
-                                                        "--config", worker_cfg]), [])
+    def web_all(p):  # every stage; the model paths only exist inside the worker image, so
+        # the config is read as the workers read it, without the launcher's model check
+        cfg = cfglib.load(WebConfig, worker_cfg)
         web.build(p, ["a.warc.gz"], cfg, str(tmp_path / "s1"), {"inputs": []})
 
     def dedup_all(p):
@@ -158,20 +158,77 @@ def test_dofns_with_models_pickle_small_and_load_them_in_setup(trained_models, d
         assert a.metadata == b.metadata and len(a.metadata) > 1, fn.make.__name__
 
 
+def _docker_compose() -> list[str] | None:
+    """``docker compose`` when the plugin is installed (Debian's packages have none)."""
+    import shutil
+
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
 def test_docker_files_lint_and_parse():
     import shutil
     from pathlib import Path
 
-    import yaml
-
     root = Path(__file__).resolve().parents[1] / "docker"
-    compose = yaml.safe_load((root / "compose.flink.yml").read_text())
-    assert {"jobmanager", "taskmanager", "job-server", "worker-pool"} <= set(compose["services"])
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     files = sorted(str(p) for p in root.glob("Dockerfile.*"))
     assert len(files) == 2
     out = subprocess.run([hadolint, *files], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_compose_file_follows_the_compose_spec_and_runs_the_pool_as_a_sidecar():
+    """The compose file against the Compose specification (``docker compose config`` when
+    the plugin is there, else the compose-spec package's parser, which rejects unknown
+    keys and wrong types), then what the Flink recipe needs of it."""
+    from pathlib import Path
+
+    import yaml
+    from compose_spec import PyCompose
+
+    path = Path(__file__).resolve().parents[1] / "docker/compose.flink.yml"
+    compose_cmd = _docker_compose()
+    if compose_cmd:
+        out = subprocess.run([*compose_cmd, "-f", str(path), "config", "--quiet"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    parsed = PyCompose.from_yaml(path.read_text())
+    parsed.validate()  # networks, volumes, configs, secrets named by services exist
+    parsed.to_spec()  # and the pydantic models of the spec's JSON schema accept it
+    for bad in ("services:\n  a:\n    image: x\n    netwrk_mode: host\n",
+                "services:\n  a:\n    image: x\n    ports: 8081\n"):
+        with pytest.raises(ValueError):  # the check does reject what the spec does not allow
+            PyCompose.from_yaml(bad)
+
+    services = yaml.safe_load(path.read_text())["services"]
+    assert {"jobmanager", "taskmanager", "job-server", "worker-pool"} <= set(services)
+    for name, svc in services.items():
+        assert set(svc.get("depends_on", [])) <= set(services), name
+    pool, tm = services["worker-pool"], services["taskmanager"]
+    # a sidecar in the task manager's network namespace: the task manager finds the pool
+    # at localhost:50000 and the SDK harnesses find the endpoints Flink gives as localhost
+    assert pool["network_mode"] == "service:taskmanager"
+    assert "ports" not in pool  # a container in another's namespace cannot publish ports
+    assert "taskmanager" in pool["depends_on"]
+    assert tm.get("deploy", {}).get("replicas", 1) == 1  # one pool per task manager
+
+
+def test_docker_readme_runs_what_the_portable_runner_test_runs():
+    """docker/README.md's Flink command uses the flags tests/test_portable_runner.py runs."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "docker/README.md").read_text()
+    flink = readme[readme.index("## Flink"):readme.index("## Dataflow")]
+    lines = flink.replace("\\\n", " ").splitlines()  # continuation lines joined
+    portable = [" ".join(line.split()) for line in lines if "--runner PortableRunner" in line]
+    assert len(portable) >= 3  # web and tokenize on the compose cluster, web without Docker
+    for cmd in portable:
+        for flag in ("--job_endpoint localhost:8099", "--environment_type EXTERNAL",
+                     "--environment_config localhost:50000", "--read.list_on_workers=true"):
+            assert flag in cmd, (flag, cmd)
 
 
 def _read_jsonl_gz(folder):

@@ -7,6 +7,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from skypile import config as cfglib
+from skypile.jobs.web import WebConfig
 from skypile.text import heuristics
 from skypile.classifiers import perplexity as ppl
 from skypile.text import cutoffs
@@ -181,8 +183,7 @@ def test_quality_groups_from_config():
 
 def test_quality_stages_under_beam(trained_models):
     models, _ = trained_models
-    import yaml
-    cfg = yaml.safe_load((models / "web.yaml").read_text())
+    cfg = cfglib.load(WebConfig, str(models / "web.yaml"))  # its paths: relative to the file
     spam = "澳门威尼斯人娱乐 百家乐 真人 娱乐 官网 注册 送 彩金\n" * 8
     docs = [Document("en", EN, "http://e", "t"), Document("zh", ZH, "http://z", "t"),
             Document("fr", "Le comité s'est réuni mardi pour discuter du budget de l'année.",
@@ -190,8 +191,7 @@ def test_quality_stages_under_beam(trained_models):
     stages = ["langid", "perplexity", "quality"]
     with BeamTestPipeline(runner=local_runner()) as p:
         out = p | beam.Create(docs) | QualityStages(
-            stages, LangIdConfig(), PerplexityConfig(**cfg["perplexity"]),
-            QualityConfig(**cfg["quality"]), FilterConfig(route_other=True))
+            stages, LangIdConfig(), cfg.perplexity, cfg.quality, FilterConfig(route_other=True))
         assert_that(out["other"] | beam.Map(lambda d: d.id), equal_to(["fr"]), label="other")
         # every document lands in exactly one output
         everything = ((out["docs"] | "DocIds" >> beam.Map(lambda d: d.id),

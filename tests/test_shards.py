@@ -102,3 +102,42 @@ def test_manifest_paths_stay_inside_the_shard_set(tmp_path):
         (tmp_path / "set/manifest.json").write_text(json.dumps(m))
         with pytest.raises(shards.ShardError, match="not a shard path"):
             list(shards.ShardSet(str(tmp_path / "set")).documents("web"))
+
+
+def _random_docs(rng, n, vocab=1000):
+    return [rng.integers(0, vocab, size=int(rng.integers(1, 40))).astype("<u2") for _ in range(n)]
+
+
+def _packed(docs):
+    return np.concatenate(docs), np.array([len(d) for d in docs])
+
+
+def test_shard_writer_bytes_depend_only_on_the_documents(tmp_path):
+    """Any order and any grouping into packs gives the same bytes: the documents are
+    ordered by a hash of their tokens (a repeated document included)."""
+    rng = np.random.default_rng(0)
+    docs = _random_docs(rng, 300)
+    docs += [docs[5], docs[5].copy()]
+    outputs = []
+    for seed, pack in ((1, 1), (2, 7), (3, 300)):
+        order = np.random.default_rng(seed).permutation(len(docs))
+        with shards.ShardWriter(vocab_size=1000, chunk_tokens=50) as w:
+            for start in range(0, len(docs), pack):
+                w.add(*_packed([docs[i] for i in order[start:start + pack]]))
+            path = tmp_path / f"s{seed}.bin"
+            with open(path, "wb") as f:
+                digest = w.write(f)
+            assert digest == w.write() == shards.sha256(path.read_bytes())
+            assert w.size_bytes == path.stat().st_size
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    h, tokens, offsets = shards.decode(outputs[0])
+    got = [tokens[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    assert sorted(got) == sorted(d.tolist() for d in docs) and h.n_docs == len(docs)
+    # the same layout as shards.encode of the documents in key order
+    keys = [bytes(k) for k in shards.doc_keys(*_packed(docs))]
+    assert outputs[0] == shards.encode([docs[i] for i in sorted(range(len(docs)),
+                                                                 key=keys.__getitem__)], 1000)
+    with pytest.raises(ValueError, match="lengths add up"):
+        with shards.ShardWriter(1000) as w:
+            w.add(np.arange(5), np.array([2, 2]))

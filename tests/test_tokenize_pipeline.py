@@ -96,8 +96,11 @@ def test_domains_heldout_manifest(corpus, tmp_path):
 
 
 def test_same_input_same_bytes_and_megatron(corpus, tmp_path):
+    """In one process and on two worker processes (other bundles, so other batches and
+    other pieces reach each shard), the same shard bytes."""
     assert tokenize(corpus, tmp_path / "a") == 0
-    assert tokenize(corpus, tmp_path / "b") == 0
+    assert tokenize(corpus, tmp_path / "b", "--direct_running_mode", "multi_processing",
+                    "--direct_num_workers", "2") == 0
     a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").glob("*/*.bin"))
     assert a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").glob("*/*.bin"))
     assert all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in a)
@@ -119,6 +122,37 @@ def struct_unpack(idx: bytes):
     import struct
     return (struct.unpack("<Q", idx[9:17])[0], idx[17], struct.unpack("<Q", idx[18:26])[0],
             struct.unpack("<Q", idx[26:34])[0])
+
+
+def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path):
+    """A runner on a cluster pages a shard's group in as the writer iterates it: the
+    writer then holds a bounded part of it (the old one sorted a list of the whole
+    shard). 128 MB of tokens through WriteShards; Python's heap (numpy's arrays
+    included) peaks at a fraction of that, and the shard checks out."""
+    import tracemalloc
+
+    from skypile.pipelines.tokenize import WriteShards
+
+    def pieces():  # what the runner hands over, one piece at a time
+        rng = np.random.default_rng(7)
+        for _ in range(64):
+            lengths = rng.integers(1, 2000, size=1000)
+            lengths[-1] += (1 << 20) - lengths.sum()  # 1 Mi tokens a piece
+            yield rng.integers(0, 16384, size=1 << 20, dtype="<u2"), lengths
+
+    tracemalloc.start()
+    try:
+        (row,) = WriteShards(str(tmp_path / "out"), 16384, {}).process(
+            (("web", "train", 0, 1), pieces()))
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    shard_bytes = 64 << 21
+    assert row["tokens"] == 64 << 20 and row["docs"] == 64_000
+    assert row["bytes"] == (tmp_path / "out" / row["path"]).stat().st_size > shard_bytes
+    assert peak < shard_bytes / 4, f"peak {peak / 2**20:.0f} MiB for a 128 MiB shard"
+    h, _tokens, offsets = shards.decode((tmp_path / "out" / row["path"]).read_bytes())
+    assert (h.n_tokens, h.n_docs, int(offsets[-1])) == (64 << 20, 64_000, 64 << 20)
 
 
 def test_bad_tokenizer_is_one_line(tmp_path):

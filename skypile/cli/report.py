@@ -22,8 +22,11 @@ import json
 import shutil
 from pathlib import Path
 
+from fsspec.implementations.local import LocalFileSystem
+
 from skypile import config as cfglib
 from skypile.cli.subcommands import arg, fail
+from skypile.files import output
 from skypile.jobs.scoring import PerplexityConfig
 from skypile.jobs.web import WebConfig
 from skypile.text.cutoffs import read_cutoffs
@@ -54,7 +57,8 @@ def read_perplexities(folder: Path, limit: int = 200_000) -> dict[str, list[floa
     """Perplexity of every scored document: kept ones, and rejected ones after scoring."""
     out: dict[str, list[float]] = {}
     n = 0
-    for path in sorted(glob.glob(str(folder / "docs" / "*.jsonl.gz")) + glob.glob(str(folder / "rejects" / "*.jsonl.gz"))):
+    paths = sorted(glob.glob(str(folder / "docs" / "*.jsonl.gz")) + glob.glob(str(folder / "rejects" / "*.jsonl.gz")))
+    for path in output.current_files(LocalFileSystem(), paths):  # the published run's files
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)

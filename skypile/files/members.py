@@ -32,6 +32,9 @@ class CodeReadOptions:
     """An archive whose members add up past this stops with read:archive-too-large."""
     text_field: str = "content"
     """Stack-style rows: the file's text."""
+    list_on_workers: bool = False
+    """Leave --input patterns to the workers to list (``read.list_on_workers`` of the web
+    config): for inputs the launcher cannot see, such as gs:// without its credentials."""
 
 
 def record(repo: str, path: str, data: bytes, source: str, license: str = "",

@@ -51,6 +51,12 @@ class ReaderOptions:
     looks like an HTML page or fragment through extraction, "html" sends every one, "text"
     none. One that still looks like HTML after the extract stage, or in ``skypile dedup``
     (which extracts nothing), is rejected: ``extract:markup``."""
+    list_on_workers: bool = False
+    """List the inputs inside the pipeline, not on the launcher: for paths only workers
+    can see (a Dataflow dry run without credentials, a Flink cluster's own storage). Each
+    --input pattern is expanded by a worker; one that matches nothing becomes a reject
+    ``read:no-match`` (counted as an unreadable input), and stats.json's ``inputs`` lists
+    the patterns, since the launcher never sees the files."""
 
 
 @dataclasses.dataclass

@@ -18,6 +18,9 @@ import json
 import os
 from typing import Any, Iterator
 
+from fsspec.implementations.local import LocalFileSystem
+
+from skypile.files import output
 from skypile.inspect.raw import raw_text
 from skypile.inspect.sampling import BottomK, Histogram, TopCounter
 
@@ -84,7 +87,8 @@ def kind_of(config: dict, has_manifest: bool) -> str:
 
 def read_rows(folder: str, kind: str) -> Iterator[dict]:
     """Every JSON row of ``folder/kind/*.jsonl.gz``, in file order."""
-    for path in sorted(glob.glob(os.path.join(folder, kind, "*.jsonl.gz"))):
+    paths = sorted(glob.glob(os.path.join(folder, kind, "*.jsonl.gz")))
+    for path in output.current_files(LocalFileSystem(), paths):  # the published run's files
         try:
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 for n, line in enumerate(f, 1):

@@ -58,19 +58,61 @@ class Encoder:
 
     def __init__(self, model: str, cfg: TokenizeConfig, roots: tuple[str, ...] = ()):
         self.cfg, self.roots = cfg, frozenset(roots)
-        self._tok = Tokenizer(model)
+        self._tok = Tokenizer(model, cfg.storage_options)  # a URL: fetched once per machine
         self._dtype = shards.DTYPES[shards.dtype_code(self._tok.vocab_size)]
 
     def __call__(self, doc: Document, held_out_ids) -> tuple | Reject:
-        domain = label(doc, self.cfg.labels)
-        why = bad_domain(domain)
-        if why:
-            return Reject.of(doc, "tokenize", "bad-domain", domain=domain[:200], why=why)
-        # a compact array in the shard's dtype: a Python list would take ~8x the memory
-        ids = self._tok.encode_array(doc.text, self._dtype)
-        if len(ids) < self.cfg.shards.min_doc_tokens:
-            return Reject.of(doc, "tokenize", "too-short")
+        encoded, rejects = self.encode_many([doc])
+        if rejects:
+            return rejects[0]
+        (batch,) = encoded
         split = "validation" if doc.id in held_out_ids else "train"
-        tokens = np.append(ids, np.asarray(self._tok.eos_id, dtype=self._dtype))
-        return ((domain, split), (doc.id, tokens),
-                (source_of(doc.source, self.roots), lang_of(doc.metadata)))
+        return (batch.domain, split), (doc.id, batch.tokens), batch.source_langs[0]
+
+    def encode_many(self, docs: list[Document]) -> tuple[list["Encoded"], list[Reject]]:
+        """Many documents at once (one batch call of the encoder): the kept ones packed
+        per domain, in domain order, and the rejects. Each document's tokens are exactly
+        what ``__call__`` gives it."""
+        kept, domains, rejects = [], [], []
+        for doc in docs:
+            domain = label(doc, self.cfg.labels)
+            why = bad_domain(domain)
+            if why:
+                rejects.append(Reject.of(doc, "tokenize", "bad-domain", domain=domain[:200],
+                                         why=why))
+            else:
+                kept.append(doc)
+                domains.append(domain)
+        # compact arrays in the shard's dtype: Python lists would take ~8x the memory
+        tokens, lengths = self._tok.encode_packed([d.text for d in kept], self._dtype,
+                                                  end=self._tok.eos_id)
+        long_enough = lengths - 1 >= self.cfg.shards.min_doc_tokens
+        rejects += [Reject.of(d, "tokenize", "too-short")
+                    for d, ok in zip(kept, long_enough.tolist()) if not ok]
+        out, roots = [], {}  # a batch's documents come from few files
+        for domain in sorted(set(domains)):
+            mine = long_enough & np.fromiter((d == domain for d in domains), bool, len(domains))
+            if not mine.any():
+                continue
+            docs_in = [d for d, m in zip(kept, mine.tolist()) if m]
+            for d in docs_in:
+                if d.source not in roots:
+                    roots[d.source] = source_of(d.source, self.roots)
+            out.append(Encoded(domain, [d.id for d in docs_in],
+                               tokens if mine.all() else tokens[np.repeat(mine, lengths)],
+                               lengths[mine],
+                               [(roots[d.source], lang_of(d.metadata)) for d in docs_in]))
+        return out, rejects
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Documents of one domain, encoded: ``tokens`` holds each one's tokens and EOS, one
+    after the other, ``lengths`` how many each has (EOS included); ``ids`` and
+    ``source_langs`` (the breakdown's keys) are theirs, in the same order."""
+
+    domain: str
+    ids: list[str]
+    tokens: np.ndarray
+    lengths: np.ndarray
+    source_langs: list[tuple[str, str]]

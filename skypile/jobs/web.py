@@ -100,6 +100,12 @@ def check(cfg: WebConfig, cmd: Command = WEB) -> list[str]:
     if "quality" in cfg.stages and not cfg.quality.model:
         warnings.append("quality.model is not set: the quality stage applies the Gopher-style "
                         "heuristics only (make the classifier with: skypile classifiers train)")
+    from skypile.jobs.scoring import check_models
+
+    used = [s for s in SCORERS if s in cfg.stages]
+    if "langid" not in used and "extract" in cfg.stages and gate_languages(cfg):
+        used.append("langid")  # the extract stage's language gate uses the langid model
+    check_models([getattr(cfg, s) for s in used], cfg.storage_options)  # before any worker
     return warnings
 
 

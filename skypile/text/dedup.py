@@ -144,8 +144,15 @@ class MinHashConfig:
     """Weight of false negatives (vs false positives) when bands x rows are chosen."""
     seed: int = 1
     """Seed of the permutations: signatures are comparable only with the same seed."""
-    rounds: int = 8
-    """Rounds of label propagation for connected components (clusters rarely need 3)."""
+    max_rounds: int = 20
+    """Most rounds of connected components (large-star then small-star, each round).
+    Clusters of near duplicates need 1-4; a chain of n documents about log2(n). A run
+    whose components have not converged after this many rounds fails and says so."""
+    max_bucket_size: int = 100_000
+    """LSH buckets with more documents than this (near-empty or boilerplate texts that
+    share a band) link only a deterministic sample of about this many of their members
+    to the bucket's hub; ``stats.json`` counts them (``capped_buckets``,
+    ``capped_members``)."""
 
 
 def shingles(text: str, cfg: MinHashConfig) -> set[bytes]:
@@ -345,15 +352,45 @@ class SemanticConfig:
     epsilon: float = 0.95
     """Cosine similarity at or above which two documents of a cluster are duplicates."""
     clusters: int = 16
-    """k of the k-means fit on the sample (documents are compared only within a cluster)."""
+    """k of the first k-means, fitted on ``sample_size`` documents; clusters above
+    ``max_cluster_size`` are then split again, so the number of clusters grows with the
+    corpus (documents are compared only within a cluster)."""
     sample_size: int = 10000
-    """Documents sampled to fit the centroids (the only part held in one worker)."""
+    """Documents sampled (smallest id hashes) to fit the first centroids."""
+    max_cluster_size: int = 2000
+    """Pair-search budget: no similarity search covers more documents than this (its matrix
+    is at most this squared, 16 MB at 2000). Larger clusters are split by k-means; a cluster
+    still larger after ``max_levels`` splits is searched in hash blocks of at most this
+    size, each with one shared anchor document, and listed in the report."""
+    max_levels: int = 3
+    """Rounds of splitting the clusters above ``max_cluster_size``."""
+    max_split: int = 32
+    """Most sub-clusters one split makes (k = cluster size / max_cluster_size, capped)."""
+    split_sample_size: int = 512
+    """Members sampled (smallest id hashes) per cluster to fit the sub-centroids of the
+    oversized ones (a combiner holds this many vectors per cluster: 1 MB at 512)."""
+    report_rows: int = 1000
+    """Clusters listed in reports/semantic_clusters.json (most duplicate pairs first)."""
     max_chars: int = 1000
     """Characters of each document that are embedded."""
     iterations: int = 20
     """k-means iterations."""
     seed: int = 0
-    """Seed of the k-means initialisation."""
+    """Seed of the k-means initialisation and of the id hashes used for samples and blocks."""
+
+    def __post_init__(self):
+        from skypile.config import ConfigError
+
+        least = {"clusters": 1, "sample_size": 1, "max_cluster_size": 2, "max_levels": 0,
+                 "max_split": 2, "split_sample_size": 2, "report_rows": 0, "iterations": 0,
+                 "max_chars": 1}
+        for name, low in least.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"dedup.semantic.{name}={getattr(self, name)!r}: "
+                                  f"must be at least {low}")
+        if not -1.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"dedup.semantic.epsilon={self.epsilon!r}: a cosine similarity "
+                              "between -1 and 1")
 
 
 @dataclasses.dataclass

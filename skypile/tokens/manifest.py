@@ -31,7 +31,7 @@ def build_manifest(rows: list[dict], tokenizer: Tokenizer, cfg: Any, inputs: lis
         d["shards"].append({k: r[k] for k in ("path", "sha256", "tokens", "docs", "bytes")})
     return {"format": "skypile-token-shards", "version": shards.VERSION,
             "tokenizer": {"path": TOKENIZER_FILE, "source": str(tokenizer.path),
-                          "sha256": model_hash(tokenizer.path),
+                          "sha256": model_hash(tokenizer.local_path),
                           "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id},
             "dtype": str(shards.DTYPES[shards.dtype_code(tokenizer.vocab_size)]),
             "domains": domains, "breakdown": breakdown(counts), "inputs": inputs,
@@ -114,7 +114,8 @@ def copy_tokenizer(model_path: str, out: str, storage_options: dict | None = Non
     import fsspec
 
     url = out.rstrip("/") + "/" + TOKENIZER_FILE
-    with open(model_path, "rb") as src, fsspec.open(url, "wb", **(storage_options or {})) as dst:
+    so = storage_options or {}
+    with fsspec.open(model_path, "rb", **so) as src, fsspec.open(url, "wb", **so) as dst:
         dst.write(src.read())
     return url
 

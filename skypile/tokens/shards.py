@@ -21,9 +21,11 @@ import dataclasses
 import fcntl
 import hashlib
 import io
+import mmap
 import os
 import re
 import struct
+import tempfile
 import threading
 from typing import Iterable
 
@@ -82,6 +84,116 @@ def encode(docs: Iterable[list[int]], vocab_size: int) -> bytes:
     buf.write(tokens.tobytes())
     buf.write(offsets.tobytes())
     return buf.getvalue()
+
+
+# ---- one shard from documents in any order, in bounded memory ---------------------------
+
+def doc_keys(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each packed document's place in a shard: a 128-bit BLAKE2b hash of its tokens (in
+    the shard's dtype), as (n, 2) big-endian uint64. Two documents with one key have the
+    same tokens, so which of them comes first changes no byte."""
+    data = memoryview(np.ascontiguousarray(tokens)).cast("B")
+    ends = np.cumsum(lengths, dtype=np.int64) * tokens.dtype.itemsize
+    digests, start = [], 0
+    for end in ends.tolist():
+        digests.append(hashlib.blake2b(data[start:end], digest_size=16).digest())
+        start = end
+    return np.frombuffer(b"".join(digests), dtype=">u8").reshape(-1, 2)
+
+
+class ShardWriter:
+    """One shard from packed documents (tokens one after the other, and each one's length)
+    that come in any order and grouping, in memory that does not grow with the shard's
+    tokens: they go to an unnamed local spill file as they come, and only an index entry
+    per document (its key and length: 24 bytes, about 100 while writing) stays in memory.
+    :meth:`write` streams the shard in pieces of at most ``chunk_tokens`` (or one document,
+    if longer), its documents in key order (:func:`doc_keys`), so the bytes depend only on
+    the set of documents.
+
+    Use as a context manager (the spill file goes on exit)."""
+
+    def __init__(self, vocab_size: int, spill_dir: str | None = None,
+                 chunk_tokens: int = 1 << 22):
+        self.code = dtype_code(vocab_size)
+        self.dtype, self.chunk_tokens = DTYPES[self.code], chunk_tokens
+        self._spill = tempfile.TemporaryFile(dir=spill_dir)
+        self._keys: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+        self._packed = 0  # self._keys[:_packed] each joins 1024 packs
+        self.n_tokens = self.n_docs = 0
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._spill.close()
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        """Documents packed as ``tokens`` (their tokens one after the other, EOS included)
+        and ``lengths`` (each one's token count)."""
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if int(lengths.sum()) != len(tokens) or (lengths < 0).any():
+            raise ValueError(f"{len(tokens)} tokens, but the lengths add up to {lengths.sum()}")
+        self._spill.write(memoryview(tokens).cast("B"))
+        self._keys.append(doc_keys(tokens, lengths))
+        self._lengths.append(lengths)
+        self.n_tokens += len(tokens)
+        self.n_docs += len(lengths)
+        if len(self._lengths) - self._packed >= 1024:  # many small packs: one array each 1024
+            self._keys[self._packed:] = [np.concatenate(self._keys[self._packed:])]
+            self._lengths[self._packed:] = [np.concatenate(self._lengths[self._packed:])]
+            self._packed += 1
+
+    @property
+    def size_bytes(self) -> int:
+        return HEADER_BYTES + self.n_tokens * self.dtype.itemsize + (self.n_docs + 1) * 8
+
+    def write(self, f=None) -> str:
+        """Write the shard to ``f`` (a binary file; None: write nothing) and return its
+        sha256."""
+        h = hashlib.sha256()
+
+        def emit(data) -> None:
+            h.update(data)
+            if f is not None:
+                f.write(data)
+
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
+        keys = np.concatenate(self._keys) if self._keys else np.zeros((0, 2), ">u8")
+        order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: equal keys, equal tokens
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        emit(_HEADER.pack(MAGIC, VERSION, self.code, self.n_tokens, self.n_docs))
+        self._spill.flush()
+        view = (mmap.mmap(self._spill.fileno(), 0, access=mmap.ACCESS_READ)
+                if self.n_tokens else b"")
+        spill = np.frombuffer(view, dtype=self.dtype)  # a plain array: slices cost less
+        pieces, held = [], 0
+        for start, n in zip(starts[order].tolist(), lengths[order].tolist()):
+            pieces.append(spill[start:start + n])
+            held += n
+            if held >= self.chunk_tokens:
+                emit(memoryview(np.concatenate(pieces)).cast("B"))
+                pieces, held = [], 0
+        if pieces:
+            emit(memoryview(np.concatenate(pieces)).cast("B"))
+        del spill, pieces
+        if self.n_tokens:
+            view.close()
+        offsets = np.zeros(self.n_docs + 1, dtype="<u8")
+        np.cumsum(lengths[order], out=offsets[1:])
+        emit(offsets.tobytes())
+        return h.hexdigest()
+
+
+def file_sha256(fs, path: str, block: int = 8 << 20) -> str:
+    """sha256 of a file on an fsspec filesystem, read in ``block``-byte pieces."""
+    h = hashlib.sha256()
+    with fs.open(path, "rb", block_size=block, cache_type="none") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def parse_header(head: bytes, name: str = "shard") -> Header:

@@ -1,0 +1,247 @@
+"""Memory and time as the corpus grows: per-worker peak RSS and wall time of ``skypile dedup``
+and ``skypile web`` on the multi-process runner, at several corpus sizes.
+
+    python benchmarks/scale.py [--docs 25000,50000,100000] [--workers 2]
+                               [--what dedup,web] [--data DIR]
+
+- dedup: ``skypile dedup --stages blocks,exact,minhash`` on ``benchmarks/dedup.py``'s
+  replicated near-duplicate set (``neardup/dev.jsonl`` copied to N documents, each copy
+  perturbed).
+- web: ``skypile web`` (default stages: extract, exact, minhash, blocks) on the
+  ``docs-warc`` pages replicated to N under distinct URLs (``?mirror=<copy>``), each copy
+  with small text edits (a sentence added, a few words changed), written as WARC files.
+
+Both run with ``--direct_running_mode multi_processing --direct_num_workers W``. Peak RSS
+is the kernel's high-water mark (``VmHWM`` in ``/proc/<pid>/status``) of every process of
+the run's tree, polled every 0.2 s: the launcher apart, and the largest of the worker
+processes (Beam's SDK harnesses). The table also gives the growth from the smallest size,
+and the largest per-key groups the run reports in ``stats.json`` (largest URL and content
+group of ``exact``, largest LSH bucket and cluster of ``minhash``): the keys a worker
+streams, never lists. The pipelines have no side input that grows with the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dedup import REPO, load_dev, make_corpus  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))
+from warcgen import gz, record  # noqa: E402  (the tests' WARC writer)
+
+
+# ---- memory of a process tree ------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (Beam starts its workers from threads)."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _hwm_and_cmd(pid: int) -> tuple[int, str] | None:
+    """(peak resident bytes so far, command line) of a live process."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            hwm = next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:")), 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        return hwm, cmd
+    except OSError:
+        return None
+
+
+class TreePeaks(threading.Thread):
+    """Polls a process tree; ``peaks`` maps each pid ever seen to (peak bytes, command)."""
+
+    def __init__(self, proc: subprocess.Popen, every_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.proc, self.every_s, self.peaks = proc, every_s, {}
+
+    def run(self):
+        while self.proc.poll() is None:
+            todo = [self.proc.pid]
+            while todo:
+                pid = todo.pop()
+                seen = _hwm_and_cmd(pid)
+                if seen:
+                    old = self.peaks.get(pid, (0, ""))[0]
+                    self.peaks[pid] = (max(old, seen[0]), seen[1])
+                todo += _children(pid)
+            time.sleep(self.every_s)
+
+    def split(self) -> tuple[int, int, int]:
+        """(launcher peak, largest worker peak, worker processes seen), in bytes."""
+        launcher = self.peaks.get(self.proc.pid, (0, ""))[0]
+        workers = [b for pid, (b, cmd) in self.peaks.items()
+                   if pid != self.proc.pid and "python" in cmd]
+        return launcher, max(workers, default=0), len(workers)
+
+
+def run_measured(cmd: list[str]) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, SKYPILE_LOG="WARNING"))
+    peaks = TreePeaks(proc)
+    peaks.start()
+    out, err = proc.communicate()
+    peaks.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed ({proc.returncode}):\n{err[-3000:]}")
+    launcher, worker, n = peaks.split()
+    return {"seconds": seconds, "launcher": launcher, "worker": worker, "workers": n,
+            "summary": out}
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+_WORDS = re.compile(rb">([^<>]{40,})<")
+
+
+def edit_page(response: bytes, copy: int, rng: random.Random) -> bytes:
+    """A small text edit of a raw HTTP response: a sentence added at the start of the
+    page's body and one word changed in each of up to three runs of text; the
+    Content-Length header follows."""
+    head, sep, body = response.partition(b"\r\n\r\n")
+    note = (b"<p>Mirror %d of this page, revision %d, kept for readers of the archive.</p>"
+            % (copy, rng.randint(0, 10**6)))
+    body = re.sub(rb"(<body[^>]*>)", lambda m: m.group(1) + note, body, count=1)
+    texts = list(_WORDS.finditer(body))
+    chosen = sorted(rng.sample(range(len(texts)), min(3, len(texts))), reverse=True)
+    for j in chosen:  # last first: earlier offsets stay valid
+        m = texts[j]
+        words = m.group(1).split(b" ")
+        words[rng.randrange(len(words))] = b"edited%d" % rng.randint(0, 999)
+        body = body[:m.start(1)] + b" ".join(words) + body[m.end(1):]
+    head = re.sub(rb"(?im)^content-length:[^\r\n]*", b"Content-Length: %d" % len(body), head)
+    return head + sep + body
+
+
+def source_pages(data: Path) -> list[tuple[str, bytes]]:
+    """(URL, raw HTTP response) of every docs-warc page."""
+    from skypile.files.readers import ReaderOptions, read_file
+
+    pages = []
+    for path in sorted((data / "docs-warc").glob("*.warc.gz")):
+        for rec in read_file(str(path), ReaderOptions()):
+            if getattr(rec, "kind", "") == "http" and rec.url:
+                body = rec.body if isinstance(rec.body, bytes) else rec.body.encode("utf-8")
+                pages.append((rec.url, body))
+    return pages
+
+
+def make_warcs(pages: list[tuple[str, bytes]], n: int, folder: Path, files: int = 8,
+               seed: int = 0) -> None:
+    """``n`` pages (copy 0 as it is, later copies under ``?mirror=c`` with small edits)
+    in ``files`` WARC files of one gzip member per record."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    outs = [open(folder / f"pages-{i:03d}.warc.gz", "wb") for i in range(files)]
+    try:
+        for k in range(n):
+            url, body = pages[k % len(pages)]
+            copy = k // len(pages)
+            if copy:
+                url = f"{url}{'&' if '?' in url else '?'}mirror={copy}"
+                body = edit_page(body, copy, rng)
+            outs[k % files].write(gz(record(body, url=url)))
+    finally:
+        for f in outs:
+            f.close()
+
+
+# ---- the runs ----------------------------------------------------------------------------
+
+def beam_flags(workers: int) -> list[str]:
+    return ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)]
+
+
+def largest_groups(out: Path) -> str:
+    stages = json.loads((out / "stats.json").read_text())["stages"]
+    ex, mh = stages.get("exact", {}), stages.get("minhash", {})
+    return (f"url {ex.get('largest_url_group', '-')}, "
+            f"content {ex.get('largest_content_group', '-')}, "
+            f"bucket {mh.get('largest_bucket', '-')}, cluster {mh.get('largest_cluster', '-')}"
+            + (f" ({mh['capped_buckets']} capped)" if mh.get("capped_buckets") else ""))
+
+
+def measure(what: str, n: int, args, tmp: Path, dev, pages) -> dict:
+    out = tmp / f"{what}-{n}-out"
+    if what == "dedup":
+        corpus = tmp / f"dedup-{n}.jsonl"
+        make_corpus(dev, n, corpus)
+        inputs = ["--input", str(corpus)]
+        cmd = ["dedup", *inputs, "--stages", "blocks,exact,minhash"]
+    else:
+        folder = tmp / f"web-{n}"
+        make_warcs(pages, n, folder)
+        cmd = ["web", "--input", str(folder)]
+    result = run_measured([sys.executable, "-m", "skypile.cli", *cmd, "--output", str(out),
+                           *beam_flags(args.workers)])
+    result["groups"] = largest_groups(out)
+    stages = json.loads((out / "stats.json").read_text())["stages"]
+    last = [s for s in ("blocks", "minhash", "exact") if s in stages]
+    result["kept"] = stages[last[0]]["kept"] if last else 0
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.environ.get("SKYPILE_DATA",
+                                                     str(REPO.parent / "shared/data")))
+    ap.add_argument("--docs", default="25000,50000,100000")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--what", default="dedup,web")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.docs.split(",")]
+    whats = [w for w in args.what.split(",") if w]
+    data = Path(args.data)
+    dev = load_dev(data)[0] if "dedup" in whats else None
+    pages = source_pages(data) if "web" in whats else None
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for what in whats:
+            for n in sizes:
+                r = measure(what, n, args, Path(tmp), dev, pages)
+                rows.append((what, n, r))
+                print(f"done: {what} {n} in {r['seconds']:.0f}s", file=sys.stderr)
+    gib = 2 ** 30
+    print(f"workers: {args.workers} (multi_processing)\n")
+    print("| command | docs | kept | wall s | x time | launcher peak GiB | worker peak GiB "
+          "| x worker RSS | processes | largest per-key groups |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for what in whats:
+        base = next(r for w, _, r in rows if w == what)
+        for w, n, r in rows:
+            if w != what:
+                continue
+            print(f"| {w} | {n} | {r['kept']} | {r['seconds']:.0f} | "
+                  f"{r['seconds'] / base['seconds']:.2f} | {r['launcher'] / gib:.2f} | "
+                  f"{r['worker'] / gib:.2f} | {r['worker'] / max(base['worker'], 1):.2f} | "
+                  f"{r['workers']} | {r['groups']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
