@@ -19,7 +19,7 @@ export SKYPILE_KENLM_BIN := $(abspath $(KENLM_BIN))
 help:
 	@echo "make demo   - the whole chain on SKYPILE_DATA=$(SKYPILE_DATA) -> $(DEMO_OUT)/report/REPORT.md"
 	@echo "make test   - run the test suite"
-	@echo "make bench  - every benchmark of BENCHMARKS.md (runs the demo first; about 45 minutes)"
+	@echo "make bench  - every benchmark of BENCHMARKS.md and its ratio table (runs the demo first; about 3 hours)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 
 venv: $(VENV)/.installed
@@ -163,18 +163,23 @@ $(D)/inspect/index.html: $(D)/report/REPORT.md
 test: venv kenlm
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-bench: demo
+bench: demo datatrove-venv
 	$(PY) benchmarks/extraction.py
 	$(PY) benchmarks/dedup.py quality
 	$(PY) benchmarks/quality.py --models $(DEMO_OUT)/models
 	$(PY) benchmarks/tokenizer.py --base $(DEMO_OUT)/tokenizer/base.model \
 		--extended $(DEMO_OUT)/tokenizer/bilingual.model
 	$(PY) benchmarks/shards.py --tokenizer $(DEMO_OUT)/tokenizer/bilingual.model
+	$(PY) benchmarks/tokenize_throughput.py --tokenizer $(DEMO_OUT)/tokenizer/bilingual.model --gb 1.0
 	$(PY) benchmarks/code.py
-	$(PY) benchmarks/dedup.py scale --docs 100000 --workers 2
+	$(PY) benchmarks/dedup_vs_datatrove.py --docs 100000 --workers 2
+	$(PY) benchmarks/determinism.py --docs 100000 --runs 3 --workers 2
+	$(PY) benchmarks/scale.py --what dedup --docs 25000,50000,100000 --workers 2
+	$(PY) benchmarks/scale.py --what web --docs 2500,5000,10000 --workers 2
 	$(PY) benchmarks/eval.py --demo $(DEMO_OUT)
-	$(MAKE) datatrove-venv
-	$(PY) benchmarks/vs_datatrove.py --workers 2
+	$(PY) benchmarks/trainer.py --preset debug --batch 4 --seq 256 --steps 10
+	for run in 1 2 3; do $(PY) benchmarks/vs_datatrove.py --workers 2 || exit 1; done
+	$(PY) benchmarks/table.py
 
 # datatrove for benchmarks/vs_datatrove.py, in its own venv: its [processing] extra pins an
 # older trafilatura; 2.3.1 (ours) is installed over it so both extract with the same version.

@@ -40,6 +40,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import record  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 FILE_BYTES = 64 << 20
 _SENTENCE_END = re.compile(r"(?<=[。！？.!?])\s*")
@@ -218,6 +221,18 @@ def main(argv=None) -> int:
           f"included)")
     print(f"ratio             {ours / bare_rate:>14.2f}x the bare encoder per core (wall); "
           f"{text_tokens / cpu / (bare_tokens / bare_cpu):.2f}x per CPU-second")
+    # every document is in the shards or a reject (a lost bundle would show here)
+    lines = sum(1 for path in files for _ in open(path, "rb"))
+    st = json.loads((out / "stats.json").read_text())["stages"]
+    dropped = sum(st["tokenize"]["dropped"].values()) + sum(st["read"]["dropped"].values())
+    if docs + dropped != lines:
+        print(f"error: {lines:,} input documents, but {docs:,} in the shards and {dropped:,} "
+              f"rejected", file=sys.stderr)
+        return 1
+    record("tokenize-vs-sentencepiece", "bare SentencePiece encode, 1 core", round(bare_rate),
+           f"skypile tokenize, {args.workers} workers", round(ours), "tokens/s per core",
+           note=f"{size / 1e9:.2f} GB JSONL, wall time; per CPU-second "
+                f"{text_tokens / cpu / (bare_tokens / bare_cpu):.2f}x")
     return 0
 
 

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import gzip
 import logging
+import os
 import posixpath
 import re
 import sys
@@ -629,6 +630,7 @@ def run_command(argv: list[str] | None, config_cls: type, build: Callable, *,
     (default: :func:`report` over ``order``).
     """
     args, rest = parser.parse_known_args(argv)
+    _absolute_paths(args)
     try:
         overrides, beam_args = split_overrides(rest, config_cls)
         cfg = (resolve or _load_config(config_cls))(args, overrides)
@@ -654,10 +656,28 @@ def run_command(argv: list[str] | None, config_cls: type, build: Callable, *,
     return report(result, args.output, seconds, parser.prog, order)
 
 
-STOPS = {"ModelError": 2, "ComponentsNotConverged": 1, "MissingVerdict": 1}
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Local --input, --output and --tokenizer paths made absolute on the launcher: workers
+    (a worker pool, an SDK harness) run in folders of their own. URLs stay as they are."""
+    def absolute(value: str) -> str:
+        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+
+    for name in ("output", "tokenizer"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, absolute(getattr(args, name)))
+    if isinstance(getattr(args, "input", None), list):
+        args.input = [absolute(v) for v in args.input]
+
+
+class NothingRead(RuntimeError):
+    """No input file could be read, and an earlier run's output is there: it stays."""
+
+
+STOPS = {"ModelError": 2, "TokenizerError": 2, "ComponentsNotConverged": 1, "MissingVerdict": 1,
+         "NothingRead": 1}
 """Errors a run stops with that say in one line what is wrong (and the exit code): a model
 that is missing or not the configured file, components that did not converge, a document
-without its verdict. They are raised on a worker; the in-process runner re-raises the
+without its verdict, a run that read nothing over an existing output. They are raised on a worker; the in-process runner re-raises the
 same type, a multi-process or remote runner passes it on as text."""
 
 
@@ -684,7 +704,12 @@ def _run_and_publish(argv, build, parser, publish, args, files, cfg, beam_args) 
             return None
         # which code, launched how: asked here on the launcher, kept with the counts
         url, so = output.join(staging, "stats.json"), cfg.storage_options
-        output.write_json(url, {**output.read_json(url, so), "skypile_version": code_version(),
+        counts = output.read_json(url, so)
+        files_seen = counts.get("files", {})
+        if files_seen.get("read", 1) == 0 and output.read_marker(args.output, so) is not None:
+            raise NothingRead(f"none of the {files_seen.get('unreadable', 0)} input files could "
+                              f"be read; the previous output in {args.output} is left as it was")
+        output.write_json(url, {**counts, "skypile_version": code_version(),
                                 "command": launch_command(
                                     parser.prog, sys.argv[1:] if argv is None else argv)}, so)
         return publish(staging, args, cfg)

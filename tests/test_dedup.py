@@ -53,6 +53,11 @@ def test_keep_key_prefers_longest_then_smallest_id():
     cands = [dedup.keep_key("b", 10), dedup.keep_key("a", 10), dedup.keep_key("c", 5)]
     assert max(cands) == dedup.keep_key("a", 10)
     assert max(dedup.keep_key("z", 11), dedup.keep_key("a", 10)) == dedup.keep_key("z", 11)
+    # an id before its extensions, and any id (a lone surrogate too) is a valid key
+    assert max(dedup.keep_key("doc10", 3), dedup.keep_key("doc1", 3)) == dedup.keep_key("doc1", 3)
+    ids = ["b", "a", "doc1", "doc10", "doc2", "\u4e2d", "\U00102100", "x\udc80"]
+    ranked = sorted(ids, key=lambda i: dedup.keep_key(i, 1), reverse=True)
+    assert ranked == sorted(ids, key=lambda i: i.encode("utf-8", "surrogatepass"))
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.9])

@@ -90,8 +90,11 @@ def _check_local(path: str, sha256: str, name: str) -> None:
     actual = sha256_file(path)
     if actual != sha256.lower():
         raise _mismatch(name, path, actual, sha256)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    try:  # only a note that saves hashing again: a cache that cannot be written costs time
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
 
 
 def _remote_info(url: str, storage_options: dict | None, name: str):
@@ -102,7 +105,7 @@ def _remote_info(url: str, storage_options: dict | None, name: str):
         info = fs.info(path)
     except FileNotFoundError:
         raise ModelError(f"{name}: {url} does not exist") from None
-    except (OSError, ValueError, ImportError) as e:
+    except Exception as e:  # noqa: BLE001 - a store's own errors (no credentials, ...) too
         raise ModelError(f"{name}: cannot reach {url}: {_first_line(e)}") from None
     if info.get("type") == "directory":
         raise ModelError(f"{name}: {url} is a folder, not a model file")
@@ -158,8 +161,13 @@ def _download(fs, path: str, final: Path, url: str, sha256: str, name: str) -> N
     (to a temporary name, renamed when complete and checked); the others find it there."""
     import fcntl
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.with_name(final.name.split("-", 1)[0] + ".lock"), "a") as held:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(final.with_name(final.name.split("-", 1)[0] + ".lock"), "a")
+    except OSError as e:
+        raise ModelError(f"{name}: the model cache {final.parent} cannot be written "
+                         f"({_first_line(e)}): set SKYPILE_MODEL_CACHE") from None
+    with lock as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another process may be fetching the same file
         if final.exists():
             return

@@ -192,7 +192,10 @@ def _find(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
 def _rm(fs: fsspec.AbstractFileSystem, paths: list[str]) -> None:
     """Removes ``paths``; one already gone (a retried step removed it) is no error."""
     if paths and not isinstance(fs, LocalFileSystem):
-        fs.rm(paths)  # an object store deletes in batches, and a missing key is no error
+        try:  # an object store deletes in batches; S3 says nothing of a missing key
+            fs.rm(paths)
+        except FileNotFoundError:  # gcsfs does, when every one of them is gone already
+            pass
         return
     for path in paths:
         try:
@@ -247,10 +250,11 @@ def commit(staging: str, output: str, storage_options: dict | None = None,
     """Step 2, after the pipeline: publishes the run in ``staging`` as ``output``'s paths
     ``names``; returns the marker.
 
-    The small files under ``names`` are copied from the run folder to their places, then
-    the marker is written: until then the previous run is the output. Then every file
-    under ``names`` that the marker does not list is removed, and the run folders. Run
-    again after a crash, at any point, it ends with the same output.
+    The marker is written first: until then the previous run is the output, whole (its
+    data files, and its small files too). Then the small files under ``names`` are
+    copied from the run folder to their places, every file under ``names`` that the
+    marker does not list is removed, and the run folders. Run again after a crash, at
+    any point, it rolls forward to the same output.
     """
     _, run_id = run_of(staging)
     fs, out_path = fs_and_path(output, storage_options)
@@ -258,6 +262,10 @@ def commit(staging: str, output: str, storage_options: dict | None = None,
     marker = _read_marker(fs, out_path)
     if marker is None or marker.get("run") != run_id:
         marker = _write_marker(fs, out_path, run_path, run_id, names)
+    for rel in marker["small"]:  # until the run folder is gone (a retry copies them again)
+        src = posixpath.join(run_path, rel)
+        if fs.exists(src):
+            _write(fs, posixpath.join(out_path, rel), fs.cat_file(src))
     keep = {posixpath.join(out_path, rel) for rel in marker["small"]}
     keep |= {posixpath.join(out_path, kind, e["name"])
              for kind, listing in marker["files"].items() for e in listing["files"]}
@@ -289,8 +297,6 @@ def _write_marker(fs, out_path: str, run_path: str, run_id: str,
             listings[listing["kind"]] = listing
         elif rel.split("/", 1)[0] in names:
             small.append(rel)
-    for rel in small:  # small files: copied, so that the run folder keeps them until the end
-        _write(fs, posixpath.join(out_path, rel), fs.cat_file(posixpath.join(run_path, rel)))
     empty = {"records": 0, "files": []}
     files = {kind: {k: listings.get(kind, empty)[k] for k in ("records", "files")}
              for kind in sorted(set(listings) | {n for n in names if n in DATA})}

@@ -121,9 +121,15 @@ def copy_key(doc: Document) -> tuple[str, str, str]:
     return doc.source, doc.url, json.dumps(doc.metadata, sort_keys=True, default=str)
 
 
-def keep_key(doc_id: str, text_len: int) -> tuple[int, str]:
-    """Sort key of the copy to keep: the largest key wins (longest, then smallest id)."""
-    return (text_len, "".join(chr(0x10FFFF - ord(c)) for c in doc_id))
+def keep_key(doc_id: str, text_len: int) -> tuple[int, bytes]:
+    """Sort key of the copy to keep: the largest key wins (longest, then smallest id).
+
+    The id's UTF-8 bytes are inverted (255 - b; UTF-8 never uses 0xF5-0xFF) and end with
+    0xFF, so that a larger key is a smaller id, an id ranks above its own extensions
+    (``doc1`` before ``doc10``), and any id, lone surrogates included, gives valid bytes.
+    """
+    raw = doc_id.encode("utf-8", "surrogatepass")
+    return (text_len, bytes(255 - b for b in raw) + b"\xff")
 
 
 # ---- shingles and MinHash ---------------------------------------------------------------
@@ -153,6 +159,14 @@ class MinHashConfig:
     share a band) link only a deterministic sample of about this many of their members
     to the bucket's hub; ``stats.json`` counts them (``capped_buckets``,
     ``capped_members``)."""
+
+    def __post_init__(self):
+        from skypile.config import ConfigError
+
+        for name, low in {"max_rounds": 1, "max_bucket_size": 2, "num_perm": 2}.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"dedup.minhash.{name}={getattr(self, name)!r}: "
+                                  f"must be at least {low}")
 
 
 def shingles(text: str, cfg: MinHashConfig) -> set[bytes]:

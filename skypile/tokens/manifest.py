@@ -14,7 +14,7 @@ from typing import Any
 
 from skypile import config as cfglib
 from skypile.tokens import shards
-from skypile.tokens.tokenizer import Tokenizer, model_hash
+from skypile.tokens.tokenizer import Tokenizer
 
 
 def build_manifest(rows: list[dict], tokenizer: Tokenizer, cfg: Any, inputs: list[str],
@@ -31,7 +31,7 @@ def build_manifest(rows: list[dict], tokenizer: Tokenizer, cfg: Any, inputs: lis
         d["shards"].append({k: r[k] for k in ("path", "sha256", "tokens", "docs", "bytes")})
     return {"format": "skypile-token-shards", "version": shards.VERSION,
             "tokenizer": {"path": TOKENIZER_FILE, "source": str(tokenizer.path),
-                          "sha256": model_hash(tokenizer.local_path),
+                          "sha256": tokenizer.sha256,
                           "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id},
             "dtype": str(shards.DTYPES[shards.dtype_code(tokenizer.vocab_size)]),
             "domains": domains, "breakdown": breakdown(counts), "inputs": inputs,

@@ -361,6 +361,7 @@ class Tokenizer:
         except (OSError, RuntimeError, models.ModelError) as e:
             raise TokenizerError(f"cannot load tokenizer {model_path}: {e}") from None
         self.path = str(model_path)
+        self.sha256 = model_hash(self.local_path)  # on the launcher: travels with a pickle
         self.vocab_size = self.sp.vocab_size()
         self.eos_id, self.bos_id = self.sp.eos_id(), self.sp.bos_id()
         byte_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _META.encode("utf-8")]
