@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.environ.get("SKYPILE_DATA", str(REPO.parent / "shared/data")))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--datatrove-python", default=str(REPO / ".cache/datatrove-venv/bin/python"))
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep both systems' outputs here (e.g. to compare kept ids across runs)")
     args = ap.parse_args(argv)
     data = Path(args.data).resolve()
     if not Path(args.datatrove_python).exists():
@@ -194,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         results["datatrove"]["f1"] = f1_by_url(read_docs(tmp / "dtx/extracted"), data,
                                                lambda d: d.get("metadata", {}).get("url", ""))
         results["skypile"]["f1"] = f1_by_url(read_docs(tmp / "oursx/docs"), data, lambda d: d.get("url", ""))
+        if args.keep:
+            for name in ("dt", "ours", "dtx", "oursx"):
+                shutil.copytree(tmp / name, Path(args.keep) / name, dirs_exist_ok=True)
 
     for name in ("datatrove", "skypile"):
         r = results[name]

@@ -18,11 +18,9 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from skypile.errors import ConfigError  # noqa: F401  (defined there: models.py needs it too)
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config's shape."""
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -9,6 +9,18 @@ def test_units_count_words_and_cjk_characters():
     assert units("The lake was calm.") == 4
     assert units("湖水平静") == 4
     assert units("Python 3.11 文档") == 4
+    # a CJK character ends a word; one inner apostrophe joins one; '_' splits
+    assert units("don't中文 l'été-là x_y 1,000.5") == 8
+    assert units("日本語のテキストと한국어") == 12
+
+
+def test_title_repeats_are_found_once_measured():
+    title = "A day at the lake - Example News"
+    text = "\n".join(["A day at the lake", "Example News",
+                      "We walked along the shore of the lake for most of the morning."])
+    cleaned, removed = clean_text(text, title)
+    assert cleaned == "We walked along the shore of the lake for most of the morning."
+    assert removed == {"title": 1, "short": 1}
 
 
 @pytest.mark.parametrize("line,rule", [

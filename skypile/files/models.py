@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from skypile.config import ConfigError
+from skypile.errors import ConfigError
 
 LOG = logging.getLogger("skypile")
 

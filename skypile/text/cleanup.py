@@ -13,18 +13,17 @@ import collections
 import dataclasses
 import re
 import unicodedata
-from skypile.text.chars import CJK
+from skypile.text.chars import CJK_CHARS
 
-_CJK = CJK
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?|\d+(?:[.,]\d+)*")
+_LETTER = rf"[^\W\d_{CJK_CHARS}]"  # a letter of a space-delimited script
+_UNIT = re.compile(rf"[{CJK_CHARS}]|{_LETTER}+(?:['’]{_LETTER}+)?|\d+(?:[.,]\d+)*")
+"""One reading unit: a CJK character, a word (with one inner apostrophe) or a number."""
 _TERMINAL = tuple(".!?。！？…\"”’)）」』:：;；")
 
 
 def units(line: str) -> int:
     """Length in reading units: CJK characters plus words of space-delimited scripts."""
-    cjk = len(_CJK.findall(line))
-    rest = _CJK.sub(" ", line)
-    return cjk + len(_WORD.findall(rest))
+    return len(_UNIT.findall(line))
 
 
 @dataclasses.dataclass
@@ -66,8 +65,14 @@ _SHARE = re.compile(
     re.I)
 
 
+_NON_WORD = re.compile(r"\W+")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_NUMERIC_CELL = re.compile(r"[\W\d_]*\d[\W\d_]*\w{0,3}")
+_BLANKS = re.compile(r"[ \t\u00a0\u3000]+")
+
+
 def _norm(s: str) -> str:
-    return re.sub(r"\W+", "", unicodedata.normalize("NFKC", s).lower())
+    return _NON_WORD.sub("", unicodedata.normalize("NFKC", s).lower())
 
 
 def _split_table_row(line: str) -> list[str] | None:
@@ -75,13 +80,13 @@ def _split_table_row(line: str) -> list[str] | None:
     s = line.strip()
     if not (s.startswith("|") and s.endswith("|")) or len(s) < 2:
         return None
-    cells = [c.replace("\\|", "|").strip() for c in re.split(r"(?<!\\)\|", s[1:-1])]
+    cells = [c.replace("\\|", "|").strip() for c in _CELL_SPLIT.split(s[1:-1])]
     return [c for c in cells if c]
 
 
 def _is_data_row(cells: list[str]) -> bool:
     """A row of a real data table: several cells, at least half of them numeric."""
-    numeric = sum(1 for c in cells if re.fullmatch(r"[\W\d_]*\d[\W\d_]*\w{0,3}", c))
+    numeric = sum(1 for c in cells if _NUMERIC_CELL.fullmatch(c))
     return len(cells) >= 3 and numeric * 2 >= len(cells)
 
 
@@ -95,8 +100,30 @@ def _is_navigation(line: str, n_units: int, cfg: CleanupConfig) -> bool:
     return sum(sizes) / len(sizes) <= cfg.nav_max_segment_units
 
 
+class _Title:
+    """A page title, measured once per page rather than once per line."""
+
+    __slots__ = ("norm", "max_units")
+
+    def __init__(self, title: str):
+        self.norm = _norm(title) if title else ""
+        self.max_units = 2 * units(title) + 2 if title else -1
+
+    def repeats(self, line: str, n: int) -> bool:
+        """Whether a line of ``n`` units is the title, or a fragment of it, again."""
+        if n > self.max_units:
+            return False
+        line_norm = _norm(line)
+        return bool(line_norm) and (line_norm == self.norm or self.norm.startswith(line_norm)
+                                    or line_norm.startswith(self.norm))
+
+
 def classify_line(line: str, title: str, cfg: CleanupConfig) -> str | None:
     """The rule that removes this line, or None to keep it."""
+    return _classify(line, _Title(title), cfg)
+
+
+def _classify(line: str, title: _Title, cfg: CleanupConfig) -> str | None:
     n = units(line)
     if n == 0:
         return "empty"
@@ -109,9 +136,7 @@ def classify_line(line: str, title: str, cfg: CleanupConfig) -> str | None:
             return "contact"
         if _SHARE.search(line):
             return "share"
-    if title and n <= 2 * units(title) + 2 and _norm(line) and (
-            _norm(line) == _norm(title) or _norm(title).startswith(_norm(line))
-            or _norm(line).startswith(_norm(title))):
+    if title.repeats(line, n):
         return "title"
     if n < cfg.min_line_units and not line.rstrip().endswith(_TERMINAL):
         return "short"
@@ -124,6 +149,7 @@ def clean_text(text: str, title: str = "",
     cfg = cfg or CleanupConfig()
     removed: collections.Counter[str] = collections.Counter()
     out: list[str] = []
+    page_title = _Title(title)
     for raw in text.splitlines():
         if _TABLE_SEPARATOR.match(raw.strip()):
             removed["table-rule"] += 1
@@ -142,8 +168,8 @@ def clean_text(text: str, title: str = "",
         else:
             pieces = [raw]
         for piece in pieces:
-            line = re.sub(r"[ \t\u00a0\u3000]+", " ", piece).strip()
-            rule = classify_line(line, title, cfg)
+            line = _BLANKS.sub(" ", piece).strip()
+            rule = _classify(line, page_title, cfg)
             if rule is None:
                 out.append(line)
             elif rule != "empty":

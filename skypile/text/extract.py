@@ -15,6 +15,8 @@ never passes as clean text; ``skypile dedup``, which does not extract, runs that
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 import time
 from typing import Any, Callable
 
@@ -73,17 +75,106 @@ class ExtractError(Exception):
         self.reason, self.detail = reason, detail
 
 
-# ---- the trafilatura call, in or out of a sandbox -------------------------------------
+# ---- the main text of a page, in or out of a sandbox ------------------------------------
 
-_TARGET = "skypile.text.extract:_trafilatura"
+_TARGET = "skypile.text.extract:main_text"
 """What the sandbox's child process runs (it imports this module by name)."""
 
-def _trafilatura(html: str, url: str, favor_precision: bool,
-                 include_tables: bool, full_metadata: bool = False) -> dict[str, Any] | None:
+_patched = False
+
+
+def _speed_up_trafilatura() -> None:
+    """Two changes to how trafilatura runs, made once per process; neither changes the
+    text it returns (``tests/test_extract.py`` compares with the unchanged library).
+
+    - Its HTML parser gets a class lookup that runs in C. lxml.html's default lookup is a
+      Python method called for every element lxml hands to Python (millions per thousand
+      pages: an eighth of the extraction time); this one makes every element an
+      ``HtmlElement``, all trafilatura uses (form controls lose their form subclasses).
+    - Its comparison with readability and justext is skipped where it provably keeps
+      trafilatura's own result (:func:`_comparison_is_moot`): a third of its time on the
+      pages where it is moot. Only for the trafilatura release this was checked against.
+    """
+    global _patched
+    if _patched:
+        return
+    import trafilatura
+    import trafilatura.core
+    from lxml import etree
+    from lxml import html as lxml_html
+    from trafilatura.utils import HTML_PARSER
+
+    HTML_PARSER.set_element_class_lookup(etree.ElementDefaultClassLookup(
+        element=lxml_html.HtmlElement, comment=lxml_html.HtmlComment,
+        pi=lxml_html.HtmlProcessingInstruction, entity=lxml_html.HtmlEntity))
+    if trafilatura.__version__ == COMPARISON_CHECKED_ON:
+        compare = trafilatura.core.compare_extraction
+        if getattr(compare, "__wrapped__", None) is None:
+            trafilatura.core.compare_extraction = _skip_moot_comparison(compare)
+    _patched = True
+
+
+COMPARISON_CHECKED_ON = "2.3.1"
+"""The trafilatura release whose ``compare_extraction`` :func:`_comparison_is_moot` mirrors."""
+
+_page = threading.local()
+"""The parsed page that ``main_text`` is extracting in this thread (for the text bound)."""
+
+_VISIBLE_TEXT = None
+
+
+def _page_text_bound() -> int:
+    """Most characters readability can return for the current page: the page's text
+    without scripts and styles (which readability drops), whitespace runs collapsed as
+    trafilatura's ``trim`` does. Readability keeps a subset of the page's elements (it
+    moves, never copies them), and trafilatura hands it a pruned copy of the page."""
+    global _VISIBLE_TEXT
+    if _page.bound is None:
+        if _VISIBLE_TEXT is None:
+            from lxml import etree
+
+            _VISIBLE_TEXT = etree.XPath("//text()[not(parent::script or parent::style)]")
+        _page.bound = len(" ".join("".join(_VISIBLE_TEXT(_page.tree)).split()))
+    return _page.bound
+
+
+def _comparison_is_moot(body, text: str, options) -> bool:
+    """Whether trafilatura 2.3.1's ``compare_extraction`` would return ``body, text``
+    unchanged, told without running readability or justext.
+
+    It runs justext when its own text is short or holds leftovers (``SANITIZED_XPATH``);
+    it takes readability's text when that is more than twice as long, or when its own body
+    is structurally poor (no paragraph text, more tables than paragraphs) and readability
+    has over twice the minimum size; recall mode has more ways. Readability's text is at
+    most the page's text (:func:`_page_text_bound`), which settles the rest.
+    """
+    from trafilatura.external import SANITIZED_XPATH
+
+    n, floor = len(text), options.min_extracted_size
+    if options.focus == "recall" or n < floor or body.xpath(SANITIZED_XPATH):
+        return False
+    bound = _page_text_bound()
+    if bound > 2 * n:
+        return False
+    poor = not body.xpath(".//p//text()") or len(body.findall(".//table")) > len(body.findall(".//p"))
+    return not poor or bound <= 2 * floor
+
+
+def _skip_moot_comparison(compare):
+    @functools.wraps(compare)
+    def compare_unless_moot(cleaned_tree, raw_tree, body, text, options):
+        if getattr(_page, "tree", None) is not None and _comparison_is_moot(body, text, options):
+            return body, text
+        return compare(cleaned_tree, raw_tree, body, text, options)
+    return compare_unless_moot
+
+
+def _trafilatura(tree, html: str, url: str, favor_precision: bool, include_tables: bool,
+                 full_metadata: bool) -> dict[str, Any] | None:
     import trafilatura
 
     doc = trafilatura.bare_extraction(
-        html, url=url or None, favor_precision=favor_precision, include_tables=include_tables,
+        tree, url=url or None, favor_precision=favor_precision, include_tables=include_tables,
         include_comments=False, with_metadata=full_metadata,
         date_extraction_params={"extensive_search": False, "original_date": True})
     if doc is None:
@@ -92,6 +183,46 @@ def _trafilatura(html: str, url: str, favor_precision: bool,
         return {"text": doc.text or "", "title": doc.title or "", "date": doc.date or "",
                 "sitename": doc.sitename or ""}
     return {"text": doc.text or "", **fast_metadata(html)}
+
+
+def _clean(result: dict[str, Any] | None, cfg: CleanupConfig) -> tuple[str, dict[str, int]]:
+    if not result:
+        return "", {}
+    return clean_text(result["text"], result["title"], cfg)
+
+
+def main_text(html: str, url: str, cfg: ExtractConfig) -> dict[str, Any]:
+    """trafilatura and the clean-up on one decoded page: what the sandbox child runs.
+
+    Precision mode first; a short result gets a second look in balanced mode and the
+    longer clean text wins. The page is parsed once for both passes (trafilatura copies
+    the tree it is given), and both passes and the clean-up make one round trip to the
+    child. Returns the clean ``text``, the ``removed`` line counts, ``found`` (whether
+    trafilatura returned any text at all) and the title, date and site name.
+    """
+    from trafilatura.utils import load_html
+
+    _speed_up_trafilatura()
+    tree = load_html(html)
+    full = cfg.metadata == "full"
+    result = None
+    _page.tree, _page.bound = tree, None
+    try:
+        if tree is not None:  # trafilatura returns nothing for a page it cannot parse
+            result = _trafilatura(tree, html, url, cfg.favor_precision, cfg.include_tables, full)
+        text, removed = _clean(result, cfg.cleanup)
+        if tree is not None and cfg.favor_precision and units(text) < cfg.short_page_units:
+            # precision mode sometimes settles on a teaser block; balanced mode gets a
+            # second look at short results and the longer clean text wins
+            second = _trafilatura(tree, html, url, False, cfg.include_tables, full)
+            text2, removed2 = _clean(second, cfg.cleanup)
+            if units(text2) > units(text):
+                result, text, removed = second, text2, removed2
+    finally:
+        _page.tree = _page.bound = None
+    found = bool(result and result["text"].strip())
+    meta = {k: result[k] for k in ("title", "date", "sitename")} if result else {}
+    return {"text": text, "removed": removed, "found": found, **meta}
 
 
 
@@ -205,40 +336,25 @@ class Extractor:
         if lang not in self.gate_langs and score >= self.cfg.lang_gate_min_score:
             raise ExtractError("lang-gate", lang=lang, lang_score=round(score, 4))
 
-    def _run(self, html: str, url: str, favor_precision: bool) -> dict[str, Any] | None:
-        args = (html, url, favor_precision, self.cfg.include_tables, self.cfg.metadata == "full")
+    def _run(self, html: str, url: str) -> dict[str, Any]:
         if self._sandbox is None:
-            return _trafilatura(*args)
+            return main_text(html, url, self.cfg)
         try:
-            return self._sandbox.run(*args)
+            return self._sandbox.run(html, url, self.cfg)
         except SandboxError as e:
             raise ExtractError(e.reason, **e.detail) from None
 
     def _from_html(self, rec: RawRecord, html: str, meta: dict) -> Document:
-        html = unwrap_unknown_root(html)
-        result = self._run(html, rec.url, self.cfg.favor_precision)
-        text, removed = self._clean(result)
-        if self.cfg.favor_precision and units(text) < self.cfg.short_page_units:
-            # precision mode sometimes settles on a teaser block; balanced mode gets a
-            # second look at short results and the longer clean text wins
-            second = self._run(html, rec.url, False)
-            text2, removed2 = self._clean(second)
-            if units(text2) > units(text):
-                result, text, removed = second, text2, removed2
-        if not result or not result["text"].strip():
+        result = self._run(unwrap_unknown_root(html), rec.url)
+        if not result["found"]:
             raise ExtractError("no-main-text")
+        text, removed = result["text"], result["removed"]
         if units(text) < self.cfg.cleanup.min_doc_units:
             raise ExtractError("boilerplate-only", removed=removed)
         meta.update(title=result["title"], date=result["date"], cleanup_removed=removed)
         if result["sitename"]:
             meta["sitename"] = result["sitename"]
         return Document(id=rec.id, text=text, url=rec.url, source=rec.source, metadata=meta)
-
-
-    def _clean(self, result: dict[str, Any] | None) -> tuple[str, dict[str, int]]:
-        if not result:
-            return "", {}
-        return clean_text(result["text"], result["title"], self.cfg.cleanup)
 
 
 CONTENT = ("auto", "html", "text")

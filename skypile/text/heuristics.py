@@ -57,7 +57,7 @@ def english(text: str) -> dict[str, float]:
         "bullet_line_ratio": round(sum(1 for l in lines if l.startswith(_BULLETS)) / max(len(lines), 1), 4),
         "ellipsis_line_ratio": round(sum(1 for l in lines if l.endswith(("...", "…")))
                                      / max(len(lines), 1), 4),
-        "alpha_word_ratio": round(sum(1 for w in words if any(c.isalpha() for c in w)) / n, 4),
+        "alpha_word_ratio": round(sum(1 for w in words if any(map(str.isalpha, w))) / n, 4),
         "stop_words": len(_STOP_EN & lowered),
         "dup_line_fraction": round(_dup_line_fraction(lines), 4),
     }

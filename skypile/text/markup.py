@@ -10,6 +10,8 @@ from __future__ import annotations
 import html as htmllib
 import re
 
+import numpy as np
+
 _META = re.compile(r"<meta\s[^>]*>", re.I)
 _ATTR = re.compile(r"""([\w:.-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+)""")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
@@ -49,22 +51,23 @@ _TAG = re.compile(r"<(/?)(?:div|span|table|td|tr|ul|ol|li|section|article|blockq
 
 
 def nesting_depth(html: str, limit: int) -> int:
-    """Depth of nested container tags, counted until it passes ``limit``.
+    """Depth of nested container tags, counted until it passes ``limit`` (a deeper page
+    reads as ``limit + 1``).
 
     Unclosed tags on sloppy pages make this an over-estimate; the limit is set far above
-    what real pages reach.
+    what real pages reach. A closing tag never takes the depth below zero.
     """
     if html.count("<") <= limit:  # too few tags to nest that deep
         return 0
-    depth = peak = 0
-    for m in _TAG.finditer(html):
-        depth = depth - 1 if m.group(1) else depth + 1
-        if depth > peak:
-            peak = depth
-            if peak > limit:
-                break
-        depth = max(depth, 0)
-    return peak
+    closes = _TAG.findall(html)  # "" for an opening tag, "/" for a closing one
+    if not closes:
+        return 0
+    # the depth walk floored at zero, in vectors: depth = running sum - lowest running
+    # sum so far (when below zero)
+    steps = 1 - 2 * (np.array(closes, dtype="U1") == "/").astype(np.int64)
+    total = np.cumsum(steps)
+    floor = np.minimum.accumulate(np.minimum(total, 0))
+    return min(int((total - floor).max()), limit + 1)
 
 
 _INVISIBLE_OPEN = re.compile(r"<(script|style|noscript|template|svg|head)\b|<!--", re.I)
@@ -92,9 +95,21 @@ def _drop_invisible(html: str) -> str:
 
 
 def rough_text(html: str, limit: int = 3000, scan: int = 300_000) -> str:
-    """The visible text of a page, roughly (tags stripped by regex): enough for language id."""
-    text = htmllib.unescape(_ANY_TAG.sub(" ", _drop_invisible(html[:scan])))
-    return _SPACES.sub(" ", text).strip()[:limit]
+    """The visible text of a page, roughly (tags stripped by regex): enough for language id.
+
+    Only as much of the page is stripped as the first ``limit`` characters need: a prefix
+    cut just after a '>' ends no tag or entity midway, so its text is the start of the
+    whole page's text; the prefix grows until it holds enough.
+    """
+    visible = _drop_invisible(html[:scan])
+    size = 8 * limit
+    while True:
+        cut = visible.find(">", size) + 1 if size < len(visible) else 0
+        piece = visible[:cut] if cut else visible
+        text = _SPACES.sub(" ", htmllib.unescape(_ANY_TAG.sub(" ", piece))).strip()
+        if len(text) >= limit or not cut:
+            return text[:limit]
+        size *= 4
 
 
 _HTML_ROOTS = re.compile(r"\s*(?:<!--.*?-->\s*)*<(?:!doctype|\?xml|html|head|body|meta|title|"
