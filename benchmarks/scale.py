@@ -13,8 +13,8 @@ and ``skypile web`` on the multi-process runner, at several corpus sizes.
 
 Both run with ``--direct_running_mode multi_processing --direct_num_workers W``. Peak RSS
 is the kernel's high-water mark (``VmHWM`` in ``/proc/<pid>/status``) of every process of
-the run's tree, polled every 0.2 s: the launcher apart, and the largest of the worker
-processes (Beam's SDK harnesses). The table also gives the growth from the smallest size,
+the run (found by a tag in their inherited environment), polled every 0.2 s: the launcher
+apart, and the largest of the worker processes (Beam's SDK harnesses). The table also gives the growth from the smallest size,
 and the largest per-key groups the run reports in ``stats.json`` (largest URL and content
 group of ``exact``, largest LSH bucket and cluster of ``minhash``): the keys a worker
 streams, never lists. The pipelines have no side input that grows with the corpus.
@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,22 +43,6 @@ from warcgen import gz, record  # noqa: E402  (the tests' WARC writer)
 
 
 # ---- memory of a process tree ------------------------------------------------------------
-
-def _children(pid: int) -> list[int]:
-    """Child processes of every thread of ``pid`` (Beam starts its workers from threads)."""
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                found += [int(c) for c in fh.read().split()]
-        except OSError:
-            continue
-    return found
-
 
 def _hwm_and_cmd(pid: int) -> tuple[int, str] | None:
     """(peak resident bytes so far, command line) of a live process."""
@@ -72,22 +57,36 @@ def _hwm_and_cmd(pid: int) -> tuple[int, str] | None:
 
 
 class TreePeaks(threading.Thread):
-    """Polls a process tree; ``peaks`` maps each pid ever seen to (peak bytes, command)."""
+    """Polls the run's processes; ``peaks`` maps each pid ever seen to (peak bytes, command).
 
-    def __init__(self, proc: subprocess.Popen, every_s: float = 0.2):
+    A process belongs to the run when its environment carries the run's tag: Beam's worker
+    processes inherit it, whichever thread started them and whoever their parent is now.
+    """
+
+    def __init__(self, proc: subprocess.Popen, tag: str, every_s: float = 0.2):
         super().__init__(daemon=True)
-        self.proc, self.every_s, self.peaks = proc, every_s, {}
+        self.proc, self.tag, self.every_s, self.peaks = proc, tag.encode(), every_s, {}
+
+    def _tagged(self) -> list[int]:
+        pids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as fh:
+                    if self.tag in fh.read():
+                        pids.append(int(name))
+            except OSError:
+                continue
+        return pids
 
     def run(self):
         while self.proc.poll() is None:
-            todo = [self.proc.pid]
-            while todo:
-                pid = todo.pop()
+            for pid in set(self._tagged()) | {self.proc.pid}:
                 seen = _hwm_and_cmd(pid)
                 if seen:
                     old = self.peaks.get(pid, (0, ""))[0]
                     self.peaks[pid] = (max(old, seen[0]), seen[1])
-                todo += _children(pid)
             time.sleep(self.every_s)
 
     def split(self) -> tuple[int, int, int]:
@@ -100,9 +99,11 @@ class TreePeaks(threading.Thread):
 
 def run_measured(cmd: list[str]) -> dict:
     t0 = time.perf_counter()
+    tag = f"SKYPILE_BENCH_RUN={uuid.uuid4().hex}"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, SKYPILE_LOG="WARNING"))
-    peaks = TreePeaks(proc)
+                            env=dict(os.environ, SKYPILE_LOG="WARNING",
+                                     SKYPILE_BENCH_RUN=tag.split("=")[1]))
+    peaks = TreePeaks(proc, tag)
     peaks.start()
     out, err = proc.communicate()
     peaks.join()

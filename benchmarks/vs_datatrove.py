@@ -42,6 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dedup import sample_peak_rss  # noqa: E402
 from extraction import bag, prf  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import record  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DT_SIDE = Path(__file__).resolve().parent / "datatrove_side.py"
 
@@ -212,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {r['seconds']:.1f} | {r['docs_per_s_per_core']:.1f} | {r['peak_rss_gib']:.2f} | "
               f"{r['kept']} | {r['f1']['en']:.3f} | {r['f1']['zh']:.3f} |")
     print(f"throughput ratio skypile / datatrove: {ratio:.2f}x")
+    record("web-vs-datatrove", "datatrove WARC -> trafilatura -> filters -> MinHash",
+           round(results["datatrove"]["docs_per_s_per_core"], 2), "skypile web",
+           round(results["skypile"]["docs_per_s_per_core"], 2), "pages/s per core",
+           note=f"{pages} pages, {args.workers} workers each; extraction F1 en/zh "
+                f"{results['skypile']['f1']['en']:.3f}/{results['skypile']['f1']['zh']:.3f} vs "
+                f"{results['datatrove']['f1']['en']:.3f}/{results['datatrove']['f1']['zh']:.3f}")
     print(json.dumps(results, indent=1))
     return 0
 

@@ -1,7 +1,6 @@
 """``--read.list_on_workers=true``: the launcher passes the --input patterns on unlisted,
 workers expand them; the output is the same as when the launcher lists the files."""
 
-import gzip
 import json
 from pathlib import Path
 
@@ -14,18 +13,11 @@ from skypile.jobs.web import WebConfig
 from skypile.pipelines import tokenize, web
 from skypile.pipelines.common import list_inputs
 from skypile.tokens import tokenizer as tk
+from outputs import read_jsonl_gz
 
 pytestmark = pytest.mark.integration
 
 ON_WORKERS = "--read.list_on_workers=true"
-
-
-def read_jsonl_gz(folder: Path) -> list[dict]:
-    rows = []
-    for f in sorted(folder.glob("*.jsonl.gz")):
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            rows += [json.loads(line) for line in fh]
-    return rows
 
 
 def _untimed(row: dict) -> dict:

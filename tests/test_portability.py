@@ -31,7 +31,7 @@ def test_dofns_pickle_without_models_or_processes():
     ex = ApplyStage(make_extractor, ExtractConfig(), stage="extract")
     ex.setup()
     try:
-        ex._stage._sandbox.run("<html><body><p>warm</p></body></html>", "", True, True)
+        ex._stage._sandbox.run("<html><body><p>warm</p></body></html>", "", ExtractConfig())
         clone = pickle.loads(pickle.dumps(ex._stage._sandbox))
         assert clone._proc is None  # a child process never travels with the DoFn
     finally:

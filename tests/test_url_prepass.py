@@ -1,7 +1,6 @@
 """The URL-duplicate pre-pass of ``skypile web``: one read of the corpus, raw records joined
 by URL key (no side input of ids), the right copy kept, extraction never sees the others."""
 
-import gzip
 import json
 from pathlib import Path
 
@@ -20,14 +19,7 @@ from skypile.pipelines.common import REJECTS, STATS, local_runner
 from skypile.pipelines.dedup import UrlDuplicates
 from skypile.pipelines.web import build, run
 from warcgen import ARTICLE, gz, http_response, record
-
-
-def read_jsonl_gz(folder: Path) -> list[dict]:
-    rows = []
-    for f in sorted(folder.glob("*.jsonl.gz")):
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            rows += [json.loads(line) for line in fh]
-    return rows
+from outputs import read_jsonl_gz
 
 
 # ---- the transform on hand-built raw records ----------------------------------------------

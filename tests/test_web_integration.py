@@ -10,16 +10,9 @@ import pytest
 
 from skypile.pipelines.web import run
 from warcgen import ARTICLE, ARTICLE_ZH, gz, http_response, record
+from outputs import read_jsonl_gz
 
 pytestmark = pytest.mark.integration
-
-
-def read_jsonl_gz(folder: Path) -> list[dict]:
-    rows = []
-    for f in sorted(folder.glob("*.jsonl.gz")):
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            rows += [json.loads(line) for line in fh]
-    return rows
 
 
 def outputs(out: Path):
