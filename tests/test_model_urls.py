@@ -31,7 +31,7 @@ from skypile.classifiers.langid import bundled_model
 from skypile.classifiers.stages import LangIdStage, PerplexityStage, QualityStage, StemStage
 from skypile.document import Document
 from skypile.files import models
-from skypile.jobs.scoring import LangIdConfig, PerplexityConfig, QualityConfig, StemConfig
+from skypile.jobs.scoring import PerplexityConfig, QualityConfig
 from skypile.jobs.web import WebConfig, check
 from skypile.pipelines.web import run
 

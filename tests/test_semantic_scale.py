@@ -5,7 +5,6 @@ then SemanticDedup under the real FnApiRunner with the real USE embeddings on re
 (``neardup/dev.jsonl``, one article per labelled cluster) with a small budget.
 """
 
-import gzip
 import json
 import random
 
