@@ -14,15 +14,15 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datatrove_minhash import minhash_steps  # noqa: E402
+
 
 def main() -> None:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster,
-                                          MinhashDedupFilter, MinhashDedupSignature)
-    from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import GopherQualityFilter, LanguageFilter
-    from datatrove.pipeline.readers import JsonlReader, WarcReader
+    from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers import JsonlWriter
 
     mode = sys.argv[1]
@@ -47,24 +47,12 @@ def main() -> None:
                 return True
             return super().filter(doc)
 
-    config = MinhashConfig()
-    filtered, final = str(out / "filtered"), str(out / "final")
+    filtered = str(out / "filtered")
     first = LocalPipelineExecutor(
         [WarcReader(inputs, glob_pattern="*"), Trafilatura(), LanguageFilter(languages=["en", "zh"]),
          GopherEnglish(), JsonlWriter(filtered)],
         tasks=len(files), workers=workers, logging_dir=logs + "/1")
-    sigs = LocalPipelineExecutor(
-        [JsonlReader(filtered), MinhashDedupSignature(str(out / "sigs"), config=config)],
-        tasks=workers, workers=workers, logging_dir=logs + "/2", depends=first)
-    buckets = LocalPipelineExecutor(
-        [MinhashDedupBuckets(str(out / "sigs"), str(out / "buckets"), config=config)],
-        tasks=config.num_buckets, workers=workers, logging_dir=logs + "/3", depends=sigs)
-    cluster = LocalPipelineExecutor(
-        [MinhashDedupCluster(str(out / "buckets"), str(out / "remove"), config=config)],
-        tasks=1, workers=1, logging_dir=logs + "/4", depends=buckets)
-    LocalPipelineExecutor(
-        [JsonlReader(filtered), MinhashDedupFilter(str(out / "remove")), JsonlWriter(final)],
-        tasks=workers, workers=workers, logging_dir=logs + "/5", depends=cluster).run()
+    minhash_steps(filtered, out, workers, workers, logs, depends=first).run()
     print(json.dumps({"done": True}))
 
 

@@ -39,8 +39,7 @@ class ReadCode(StageFn):
 
     def process(self, name: bytes | str | Unmatched):
         if isinstance(name, Unmatched):  # --read.list_on_workers: a pattern matched nothing
-            self._tally.note("files", "unreadable")
-            yield self.drop(name.reject())
+            yield self.drop_unmatched(name)
             return
         path = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
         rs = ReadStats()

@@ -189,6 +189,13 @@ class StageFn(beam.DoFn):
         Metrics.counter(NAMESPACE, f"{rej.stage}/dropped:{rej.reason.split(':', 1)[-1]}").inc()
         return pvalue.TaggedOutput(REJECTS, rej)
 
+    def drop_unmatched(self, unmatched: "Unmatched") -> pvalue.TaggedOutput:
+        """An --input pattern that matched nothing on a worker (``read.list_on_workers``):
+        its ``read:no-match`` reject, counted as an unreadable file."""
+        self._tally.note("files", "unreadable")
+        Metrics.counter(NAMESPACE, "files/unreadable").inc()
+        return self.drop(unmatched.reject())
+
     def finish_bundle(self):
         for item in self._tally.items():
             yield pvalue.TaggedOutput(STATS, in_global_window(item))
@@ -501,9 +508,7 @@ class ReadFile(StageFn):
 
     def process(self, path: "str | Unmatched"):
         if isinstance(path, Unmatched):
-            yield self.drop(path.reject())
-            self._tally.note("files", "unreadable")
-            Metrics.counter(NAMESPACE, "files/unreadable").inc()
+            yield self.drop_unmatched(path)
             return
         t0 = time.monotonic()
         rs = ReadStats()

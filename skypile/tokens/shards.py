@@ -373,11 +373,7 @@ class ShardSet:
 
     def _digest(self, path: str) -> str:
         """sha256 of a shard, streamed in 8 MiB pieces (constant memory, local or remote)."""
-        h = hashlib.sha256()
-        with self.fs.open(path, "rb", block_size=8 << 20, cache_type="none") as f:
-            while chunk := f.read(8 << 20):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.fs, path)
 
     def _check(self, entry: dict, digest: str) -> None:
         if digest != entry["sha256"]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import logging
 import re
 import tempfile
@@ -289,7 +288,9 @@ def _write_vocab(model_path: Path) -> None:
 
 
 def model_hash(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    from skypile.files.models import sha256_file
+
+    return sha256_file(path)
 
 
 def breakdown(model_path: str) -> Breakdown:
