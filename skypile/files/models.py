@@ -136,7 +136,7 @@ def fetch(url: str, storage_options: dict | None = None, sha256: str = "",
             _download(fs, path, final, url, sha256, name)
     else:  # the object's version names the entry, so a replaced object is fetched anew
         fs, path, info = _remote_info(url, storage_options, name)
-        final = _entry(folder, url, "\0".join(str(info.get(k, "")) for k in _VERSION_KEYS))
+        final = _entry(folder, url, version_stamp(info))
         if not final.exists():
             _download(fs, path, final, url, sha256, name)
     _fetched[(url, sha256)] = str(final)
@@ -144,7 +144,14 @@ def fetch(url: str, storage_options: dict | None = None, sha256: str = "",
 
 
 _VERSION_KEYS = ("size", "ETag", "etag", "generation", "md5Hash", "LastModified", "mtime",
-                 "updated")
+                 "updated", "VersionId", "crc32c")
+
+
+def version_stamp(info: dict) -> str:
+    """Every version field a store reports for a file (``fs.info``), in one string: S3's
+    LastModified is to the second, so a rewrite within that second differs only in its
+    ETag; GCS adds a generation; a local file has its mtime."""
+    return "\0".join(str(info.get(k, "")) for k in _VERSION_KEYS)
 
 
 def _entry(folder: Path, url: str, version: str) -> Path:

@@ -31,6 +31,8 @@ from typing import Iterable
 
 import numpy as np
 
+from skypile.files.models import version_stamp
+
 MAGIC = b"SKYSHARD"
 VERSION = 1
 HEADER_BYTES = 64
@@ -279,8 +281,9 @@ class ShardSet:
     (``block_size`` bytes a block), never whole. Each shard is checked against the manifest
     when first opened: size and header always, the sha256 when ``verify``. With
     ``check_cache`` (a node-local folder) a passed check leaves a marker there, keyed by the
-    shard's URL, size, modification stamp and sha256, so every process of a node (and a
-    restarted run) finds it and only the first one hashes the file.
+    shard's URL, size, version fields (modification time, ETag, generation) and sha256, so
+    every process of a node (and a restarted run) finds it and only the first one hashes
+    the file.
     """
 
     def __init__(self, root: str, storage_options: dict | None = None, verify: bool = True,
@@ -357,8 +360,7 @@ class ShardSet:
     def _verify_once(self, entry: dict, path: str, info: dict) -> None:
         if not self.check_cache:
             return self._check(entry, self._digest(path))
-        stamp = next((str(info[k]) for k in ("mtime", "LastModified", "ETag", "created")
-                      if k in info), "")
+        stamp = version_stamp(info)
         key = sha256(json_bytes([self.url(entry["path"]), info["size"], stamp, entry["sha256"]]))
         folder = os.path.join(self.check_cache, "verified")
         os.makedirs(folder, exist_ok=True)
