@@ -65,7 +65,74 @@ def local_runner():
     from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0  # read when the runner starts its server
+    _stream_bundle_inputs()
     return fn_runner.FnApiRunner()
+
+
+GROUP_PIECE_BYTES = 4 << 20
+
+
+def _stream_bundle_inputs() -> None:
+    """Send each worker its bundle's input in messages of about 10 MB, not in one.
+
+    The FnApiRunner gives each worker 1/N of a stage's input as one bundle. Beam 2.77
+    writes that input to the worker's data stream without flushing in between, so the
+    whole share leaves as ONE message on close, and the worker holds it all while the
+    stage runs (a 200 MiB block per worker at 100k documents in ``benchmarks/scale.py``,
+    49 MiB at 25k). Here each piece is followed by the stream's own size check (it
+    flushes past 10 MB; pieces end on element boundaries), and a shuffle's output is
+    encoded in pieces of about ``GROUP_PIECE_BYTES`` instead of one byte string per
+    worker, so the worker's bounded receive queue holds a few messages at a time. The
+    keys each worker gets, and their order, are Beam's own (key i of the table to worker
+    i mod n). Only the global window (every SkyPile pipeline is batch) is handled here;
+    other windowing keeps Beam's code.
+    """
+    from apache_beam.coders.coder_impl import create_OutputStream
+    from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+    from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+    manager, grouping = fn_runner.BundleManager, execution.GroupingBuffer
+    if getattr(manager._send_input_to_worker, "_skypile", False):
+        return
+    beams_partition = grouping.partition
+
+    def send_input(self, process_bundle_id: str, read_transform_id: str, pieces) -> None:
+        stream = self._worker_handler.data_conn.output_stream(process_bundle_id,
+                                                              read_transform_id)
+        for piece in pieces or ():
+            stream.write(piece)
+            stream.maybe_flush()
+        stream.close()
+
+    def partition(self, n: int) -> list[list[bytes]]:
+        if self._grouped_output or not self._windowing.is_default():
+            return beams_partition(self, n)
+        encode = self._post_grouped_coder.get_impl().encode_to_stream
+        decode_key = self._key_coder.get_impl().decode
+        end_of_window = GlobalWindow().max_timestamp()
+        only_pane = PaneInfo(is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME,
+                             index=0, nonspeculative_index=0)
+        pieces: list[list[bytes]] = [[] for _ in range(n)]
+        streams = [create_OutputStream() for _ in range(n)]
+        for i, (key, values) in enumerate(self._table.items()):
+            w = i % n
+            group = GlobalWindows.windowed_value((decode_key(key), values), end_of_window,
+                                                 only_pane)
+            encode(group, streams[w], True)
+            if streams[w].size() >= GROUP_PIECE_BYTES:
+                pieces[w].append(streams[w].get())
+                streams[w] = create_OutputStream()
+        for w, stream in enumerate(streams):
+            if stream.size() or not pieces[w]:
+                pieces[w].append(stream.get())
+        self._grouped_output = pieces
+        self._table.clear()
+        return pieces
+
+    send_input._skypile = True
+    manager._send_input_to_worker = send_input
+    grouping.partition = partition
 
 
 def runner_for(options: PipelineOptions):

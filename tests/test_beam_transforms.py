@@ -111,3 +111,37 @@ def test_apply_stage_and_chain_gather_rejects_and_counts():
             (("first", "in", ""), 4), (("first", "kept", ""), 2),
             (("first", "dropped", "first:odd"), 2),
             (("second", "in", ""), 2), (("second", "kept", ""), 2)]), label="counts")
+
+
+def test_workers_get_their_input_in_pieces_and_lose_nothing(tmp_path, monkeypatch):
+    """A worker's share of a shuffle (about 16 MB here) reaches it in data messages of
+    at most a little over 10 MB, never in one; every value arrives, as in process."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.worker import data_plane
+
+    sent = []  # the size of every data message the launcher sends (flushed or closing)
+    stream = data_plane.SizeBasedBufferingClosableOutputStream
+    flush, close = stream.flush, stream.close
+    monkeypatch.setattr(stream, "flush", lambda self: sent.append(self.size()) or flush(self))
+    monkeypatch.setattr(stream, "close", lambda self: sent.append(self.size()) or close(self))
+
+    def big_groups(i):  # nested: the worker processes unpickle it by value
+        for j in range(i * 4000, i * 4000 + 4000):
+            yield j % 3000, f"{j:08d}" * 250  # 2 kB values, 3,000 keys
+
+    def run(*flags):
+        out = tmp_path / f"sums{len(flags)}"
+        opts = PipelineOptions(list(flags))
+        with beam.Pipeline(runner=local_runner(), options=opts) as p:
+            (p | beam.Create(range(8)) | beam.FlatMap(big_groups)
+             | beam.GroupByKey()
+             | beam.MapTuple(lambda k, vs: f"{k} {len(vs)} {sum(int(v[:8]) for v in vs)}")
+             | beam.io.WriteToText(str(out), shard_name_template=""))
+        return sorted(out.read_text().splitlines())
+
+    multi = run("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+    assert multi == run()
+    assert len(multi) == 3000
+    big = [s for s in sent if s > (1 << 20)]
+    assert len(big) >= 4, sent  # each worker's share came in several messages
+    assert max(sent) < 16 << 20, max(sent)
