@@ -1,4 +1,5 @@
 """The web pipeline's DoFns under a real Beam runner (TestPipeline + assert_that)."""
+import os
 
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
@@ -145,3 +146,27 @@ def test_workers_get_their_input_in_pieces_and_lose_nothing(tmp_path, monkeypatc
     big = [s for s in sent if s > (1 << 20)]
     assert len(big) >= 4, sent  # each worker's share came in several messages
     assert max(sent) < 16 << 20, max(sent)
+
+
+def test_each_worker_process_gives_freed_memory_back():
+    """A stage's first bundle in a worker process starts the one trimming thread there."""
+    import threading
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from skypile.pipelines.common import StageFn
+
+    class Threads(StageFn):
+        def process(self, _):
+            yield os.getpid(), sorted(t.name for t in threading.enumerate()
+                                      if t.name == "skypile-trim")
+
+    opts = PipelineOptions(["--direct_running_mode", "multi_processing",
+                            "--direct_num_workers", "2"])
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        seen = (p | beam.Create(range(40)) | beam.Reshuffle() | beam.ParDo(Threads()))
+        assert_that(seen | beam.Map(lambda pid_names: pid_names[1]),
+                    equal_to([["skypile-trim"]] * 40))
+        assert_that(seen | "Pids" >> beam.Map(lambda pid_names: pid_names[0])
+                    | beam.Distinct() | beam.Filter(lambda pid, me=os.getpid(): pid == me),
+                    equal_to([]), label="NotTheLauncher")
