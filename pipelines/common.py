@@ -243,11 +243,16 @@ def return_freed_memory(every_s: float | None = None) -> None:
     freed objects left (glibc's ``malloc_trim``), every ``every_s`` seconds
     (``SKYPILE_TRIM_SECONDS``, default 1; 0 turns it off). A worker's resident memory then
     follows what it holds, not the highest it ever held: on the local multi-process
-    runner, a worker's peak went from 1.29x to 1.07x between 25k and 100k documents
+    runner, a worker's peak went from 1.29x to 1.06x between 25k and 100k documents
     (BENCHMARKS.md). Elsewhere than glibc it does nothing."""
     global _trimmer_started
     if every_s is None:
-        every_s = float(os.environ.get("SKYPILE_TRIM_SECONDS", "1") or 0)
+        try:
+            every_s = float(os.environ.get("SKYPILE_TRIM_SECONDS", "1") or 0)
+        except ValueError:
+            LOG.warning("SKYPILE_TRIM_SECONDS=%r is not a number of seconds; using 1",
+                        os.environ["SKYPILE_TRIM_SECONDS"])
+            every_s = 1.0
     with _trimmer_lock:
         if _trimmer_started or every_s <= 0:
             return
