@@ -226,7 +226,9 @@ def main(argv=None) -> int:
             for n in sizes:
                 r = measure(what, n, args, Path(tmp), dev, pages)
                 rows.append((what, n, r))
-                print(f"done: {what} {n} in {r['seconds']:.0f}s", file=sys.stderr)
+                print(f"done: {what} {n} in {r['seconds']:.0f}s, kept {r['kept']}, launcher "
+                      f"peak {r['launcher'] / 2**30:.2f} GiB, worker peak "
+                      f"{r['worker'] / 2**30:.2f} GiB", file=sys.stderr, flush=True)
     gib = 2 ** 30
     print(f"workers: {args.workers} (multi_processing)\n")
     print("| command | docs | kept | wall s | x time | launcher peak GiB | worker peak GiB "

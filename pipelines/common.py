@@ -86,7 +86,8 @@ def _stream_bundle_inputs() -> None:
     worker, so the worker's bounded receive queue holds a few messages at a time. The
     keys each worker gets, and their order, are Beam's own (key i of the table to worker
     i mod n). Only the global window (every SkyPile pipeline is batch) is handled here;
-    other windowing keeps Beam's code.
+    other windowing keeps Beam's code. The input goes from a thread of its own (see
+    ``send_input``): without it, an input larger than the data queues deadlocks.
     """
     from apache_beam.coders.coder_impl import create_OutputStream
     from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
@@ -97,14 +98,34 @@ def _stream_bundle_inputs() -> None:
     if getattr(manager._send_input_to_worker, "_skypile", False):
         return
     beams_partition = grouping.partition
+    senders: dict[str, threading.Thread] = {}  # the last sender thread of each bundle
+    senders_lock = threading.Lock()
 
     def send_input(self, process_bundle_id: str, read_transform_id: str, pieces) -> None:
+        # The runner sends a bundle's input BEFORE it asks the worker to start the bundle,
+        # and the data queues on both sides are bounded: sent in messages, an input larger
+        # than those queues would wait forever for a worker that has not started. So a
+        # thread sends it while the runner starts the bundle and reads its output; the
+        # inputs of one bundle still go one after the other, in the runner's order.
         stream = self._worker_handler.data_conn.output_stream(process_bundle_id,
                                                               read_transform_id)
-        for piece in pieces or ():
-            stream.write(piece)
-            stream.maybe_flush()
-        stream.close()
+
+        def send(before: threading.Thread | None) -> None:
+            if before is not None:
+                before.join()
+            for piece in pieces or ():
+                stream.write(piece)
+                stream.maybe_flush()
+            stream.close()
+            with senders_lock:
+                if senders.get(process_bundle_id) is threading.current_thread():
+                    del senders[process_bundle_id]
+
+        with senders_lock:
+            thread = threading.Thread(target=send, args=(senders.get(process_bundle_id),),
+                                      name=f"send-{process_bundle_id}", daemon=True)
+            senders[process_bundle_id] = thread
+            thread.start()
 
     def partition(self, n: int) -> list[list[bytes]]:
         if self._grouped_output or not self._windowing.is_default():

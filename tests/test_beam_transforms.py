@@ -148,6 +148,42 @@ def test_workers_get_their_input_in_pieces_and_lose_nothing(tmp_path, monkeypatc
     assert max(sent) < 16 << 20, max(sent)
 
 
+def test_an_input_larger_than_the_data_queues_does_not_deadlock(tmp_path, monkeypatch):
+    """The runner sends a bundle's input before it starts the bundle. With the launcher's
+    send queues at 256 KiB and messages of 64 KiB, each worker's 8 MB share is far more
+    than the queues hold: sent in line, the run would wait forever."""
+    import threading
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.worker import data_plane
+
+    from skypile.pipelines import common
+
+    stream = data_plane.SizeBasedBufferingClosableOutputStream
+    monkeypatch.setattr(data_plane, "_DEFAULT_SEND_QUEUE_MAX_BYTES", 256 << 10)
+    monkeypatch.setattr(common, "GROUP_PIECE_BYTES", 64 << 10)
+    monkeypatch.setattr(stream, "maybe_flush",
+                        lambda self: self.flush() if self.size() > (64 << 10) else None)
+    out = tmp_path / "counts"
+
+    def run():
+        opts = PipelineOptions(["--direct_running_mode", "multi_processing",
+                                "--direct_num_workers", "2"])
+        with beam.Pipeline(runner=local_runner(), options=opts) as p:
+            (p | beam.Create(range(16))
+             | beam.FlatMap(lambda i: ((j % 500, "v" * 2000) for j in range(i * 500, i * 500 + 500)))
+             | beam.GroupByKey()
+             | beam.MapTuple(lambda k, vs: f"{k} {sum(1 for _ in vs)}")
+             | beam.io.WriteToText(str(out), shard_name_template=""))
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=180)
+    assert not runner.is_alive(), "the multi-process run hung"
+    lines = out.read_text().splitlines()
+    assert len(lines) == 500 and all(line.endswith(" 16") for line in lines)
+
+
 def test_each_worker_process_gives_freed_memory_back():
     """A stage's first bundle in a worker process starts the one trimming thread there."""
     import threading
