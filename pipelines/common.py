@@ -91,6 +91,7 @@ def _stream_bundle_inputs() -> None:
     """
     from apache_beam.coders.coder_impl import create_OutputStream
     from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+    from apache_beam.runners.worker import data_plane
     from apache_beam.transforms.window import GlobalWindow, GlobalWindows
     from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
@@ -105,10 +106,17 @@ def _stream_bundle_inputs() -> None:
         # The runner sends a bundle's input BEFORE it asks the worker to start the bundle,
         # and the data queues on both sides are bounded: sent in messages, an input larger
         # than those queues would wait forever for a worker that has not started. So a
-        # thread sends it while the runner starts the bundle and reads its output; the
-        # inputs of one bundle still go one after the other, in the runner's order.
-        stream = self._worker_handler.data_conn.output_stream(process_bundle_id,
-                                                              read_transform_id)
+        # thread sends it to a worker process while the runner starts the bundle and
+        # reads its output; the inputs of one bundle still go one after the other, in the
+        # runner's order. The in-process worker runs the bundle when asked and reads only
+        # what is there by then: its input goes in line (unbounded, in memory).
+        conn = self._worker_handler.data_conn
+        stream = conn.output_stream(process_bundle_id, read_transform_id)
+        if not isinstance(conn, data_plane._GrpcDataChannel):
+            for piece in pieces or ():
+                stream.write(piece)
+            stream.close()
+            return
 
         def send(before: threading.Thread | None) -> None:
             if before is not None:
