@@ -89,16 +89,20 @@ def _stream_bundle_inputs() -> None:
     other windowing keeps Beam's code. The input goes from a thread of its own (see
     ``send_input``): without it, an input larger than the data queues deadlocks.
     """
-    from apache_beam.coders.coder_impl import create_OutputStream
     from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
-    from apache_beam.runners.worker import data_plane
-    from apache_beam.transforms.window import GlobalWindow, GlobalWindows
-    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
     manager, grouping = fn_runner.BundleManager, execution.GroupingBuffer
     if getattr(manager._send_input_to_worker, "_skypile", False):
         return
-    beams_partition = grouping.partition
+    grouping.partition = _partition_in_pieces(grouping.partition)
+    manager._send_input_to_worker = _input_sender()
+
+
+def _input_sender():
+    """``BundleManager._send_input_to_worker``: a flush check after each piece, and a
+    thread of its own for a worker process."""
+    from apache_beam.runners.worker import data_plane
+
     senders: dict[str, threading.Thread] = {}  # the last sender thread of each bundle
     senders_lock = threading.Lock()
 
@@ -135,6 +139,17 @@ def _stream_bundle_inputs() -> None:
             senders[process_bundle_id] = thread
             thread.start()
 
+    send_input._skypile = True
+    return send_input
+
+
+def _partition_in_pieces(beams_partition):
+    """``GroupingBuffer.partition`` that encodes each worker's share in pieces of about
+    ``GROUP_PIECE_BYTES`` (global window; other windowing keeps ``beams_partition``)."""
+    from apache_beam.coders.coder_impl import create_OutputStream
+    from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
     def partition(self, n: int) -> list[list[bytes]]:
         if self._grouped_output or not self._windowing.is_default():
             return beams_partition(self, n)
@@ -160,9 +175,7 @@ def _stream_bundle_inputs() -> None:
         self._table.clear()
         return pieces
 
-    send_input._skypile = True
-    manager._send_input_to_worker = send_input
-    grouping.partition = partition
+    return partition
 
 
 def runner_for(options: PipelineOptions):
