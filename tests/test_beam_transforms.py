@@ -141,13 +141,12 @@ def test_workers_get_their_input_in_pieces_and_lose_nothing(tmp_path, monkeypatc
         return sorted(out.read_text().splitlines())
 
     multi = run("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
-    sent_to_workers = list(sent)
+    to_workers = list(sent)
     assert multi == run()  # in process: one message in memory, as Beam does it
     assert len(multi) == 3000
-    sent = sent_to_workers
-    big = [s for s in sent if s > (1 << 20)]
-    assert len(big) >= 4, sent  # each worker's share came in several messages
-    assert max(sent) < 16 << 20, max(sent)
+    big = [size for size in to_workers if size > (1 << 20)]
+    assert len(big) >= 4, to_workers  # each worker's share came in several messages
+    assert max(to_workers) < 16 << 20, max(to_workers)
 
 
 def test_an_input_larger_than_the_data_queues_does_not_deadlock(tmp_path, monkeypatch):
