@@ -95,12 +95,12 @@ def _stream_bundle_inputs() -> None:
     if getattr(manager._send_input_to_worker, "_skypile", False):
         return
     grouping.partition = _partition_in_pieces(grouping.partition)
-    manager._send_input_to_worker = _input_sender()
+    manager._send_input_to_worker = _input_sender(manager._send_input_to_worker)
 
 
-def _input_sender():
-    """``BundleManager._send_input_to_worker``: a flush check after each piece, and a
-    thread of its own for a worker process."""
+def _input_sender(beams_send):
+    """``BundleManager._send_input_to_worker`` for a worker process: a flush check after
+    each piece, from a thread of its own. The in-process worker keeps ``beams_send``."""
     from apache_beam.runners.worker import data_plane
 
     senders: dict[str, threading.Thread] = {}  # the last sender thread of each bundle
@@ -113,14 +113,11 @@ def _input_sender():
         # thread sends it to a worker process while the runner starts the bundle and
         # reads its output; the inputs of one bundle still go one after the other, in the
         # runner's order. The in-process worker runs the bundle when asked and reads only
-        # what is there by then: its input goes in line (unbounded, in memory).
+        # what is there by then: its input goes in line, as Beam sends it (in memory).
         conn = self._worker_handler.data_conn
-        stream = conn.output_stream(process_bundle_id, read_transform_id)
         if not isinstance(conn, data_plane._GrpcDataChannel):
-            for piece in pieces or ():
-                stream.write(piece)
-            stream.close()
-            return
+            return beams_send(self, process_bundle_id, read_transform_id, pieces)
+        stream = conn.output_stream(process_bundle_id, read_transform_id)
 
         def send(before: threading.Thread | None) -> None:
             if before is not None:
@@ -288,17 +285,21 @@ def return_freed_memory(every_s: float | None = None) -> None:
     runner, a worker's peak went from 1.29x to 1.06x between 25k and 100k documents
     (BENCHMARKS.md). Elsewhere than glibc it does nothing."""
     global _trimmer_started
-    if every_s is None:
-        try:
-            every_s = float(os.environ.get("SKYPILE_TRIM_SECONDS", "1") or 0)
-        except ValueError:
-            LOG.warning("SKYPILE_TRIM_SECONDS=%r is not a number of seconds; using 1",
-                        os.environ["SKYPILE_TRIM_SECONDS"])
-            every_s = 1.0
+    if _trimmer_started:  # every bundle calls this: the one check it pays
+        return
     with _trimmer_lock:
-        if _trimmer_started or every_s <= 0:
+        if _trimmer_started:
             return
         _trimmer_started = True
+        if every_s is None:
+            try:
+                every_s = float(os.environ.get("SKYPILE_TRIM_SECONDS", "1") or 0)
+            except ValueError:
+                LOG.warning("SKYPILE_TRIM_SECONDS=%r is not a number of seconds; using 1",
+                            os.environ["SKYPILE_TRIM_SECONDS"])
+                every_s = 1.0
+        if every_s <= 0:
+            return
         try:
             import ctypes
 
