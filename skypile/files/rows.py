@@ -13,6 +13,7 @@ import collections
 import gzip
 import io
 import json
+import re
 import zlib
 from typing import Any, BinaryIO, Iterator
 
@@ -33,11 +34,24 @@ def _pair_text(first, second) -> str | None:
 
 # ---- repairs ----------------------------------------------------------------------------
 
-def _repair(row: dict, fixed: dict) -> dict:
+_PLAIN = (str, int, bool, type(None))
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a surrogate code point: the only way a line decoded as UTF-8 can
+parse to a string that is not valid Unicode."""
+
+
+def _repair(row: dict, fixed: dict, strings_valid: bool = False) -> dict:
     """The row as strict JSON data; per field, what :func:`json_safe` changed goes to
-    ``fixed`` ({kind: {field: n}}), so the record can say exactly what was repaired."""
+    ``fixed`` ({kind: {field: n}}), so the record can say exactly what was repaired.
+
+    ``strings_valid``: the row was parsed from a JSON line without a surrogate escape,
+    so its keys and strings are valid Unicode; its flat values are then taken as they
+    are, without a scan of every text (nested values and floats are still checked)."""
     out = {}
     for key, value in row.items():
+        if strings_valid and type(value) in _PLAIN:
+            out[key] = value
+            continue
         fixes: collections.Counter = collections.Counter()
         key = json_safe(key if isinstance(key, str) else str(key), fixes)
         # one level is the row itself; metadata keeps MAX_DEPTH levels below the record
@@ -62,9 +76,9 @@ def _doc_id(raw: Any, path: str, where: str, fixed: dict) -> str:
 
 
 def _row_record(row: dict, path: str, where: str, opts: ReaderOptions,
-                fixed: dict | None = None) -> RawRecord | Reject:
+                fixed: dict | None = None, strings_valid: bool = False) -> RawRecord | Reject:
     fixed = dict(fixed or {})
-    row = _repair(row, fixed)
+    row = _repair(row, fixed, strings_valid)
     if opts.parallel_fields:
         a, b = opts.parallel_fields[:2]
         text = _pair_text(row.get(a), row.get(b))
@@ -138,8 +152,10 @@ def _decode(line: bytes) -> tuple[str, int]:
         return text, text.count("\ufffd") - line.count(_REPLACEMENT_UTF8)
 
 
-def _parse_line(line: bytes, lineno: int) -> tuple[dict, dict]:
-    """The JSON object of one line and the repairs made decoding it; ValueError if none."""
+def _parse_line(line: bytes, lineno: int) -> tuple[dict, dict, bool]:
+    """The JSON object of one line, the repairs made decoding it, and whether its
+    strings are known to be valid Unicode (no surrogate escape in the line); ValueError
+    if there is no object."""
     text, bad = _decode(line)
     if lineno == 1:
         text = text.removeprefix("\ufeff")
@@ -150,7 +166,8 @@ def _parse_line(line: bytes, lineno: int) -> tuple[dict, dict]:
         raise ValueError("nested too deep to parse") from None
     if not isinstance(row, dict):
         raise ValueError("not an object")
-    return row, ({"invalid_utf8": {"line": bad}} if bad else {})
+    return (row, ({"invalid_utf8": {"line": bad}} if bad else {}),
+            not _SURROGATE_ESCAPE.search(text))
 
 
 def jsonl_records(path: str, stream: BinaryIO, gz: bool, opts: ReaderOptions,
@@ -168,13 +185,13 @@ def jsonl_records(path: str, stream: BinaryIO, gz: bool, opts: ReaderOptions,
                 continue
             stats.records += 1
             try:
-                row, fixed = _parse_line(line, lineno)
+                row, fixed, strings_valid = _parse_line(line, lineno)
             except ValueError as e:
                 yield Reject.of(Origin(stable_id(path, str(lineno)), "", path), STAGE, "bad-json",
                                 text=preview(line), file=path, line=lineno, offset=offset,
                                 error=str(e)[:120])
                 continue
-            yield _row_record(row, path, f"line {lineno}", opts, fixed)
+            yield _row_record(row, path, f"line {lineno}", opts, fixed, strings_valid)
     except (EOFError, zlib.error, OSError) as e:
         yield file_reject(path, "truncated-gzip" if gz else "read-error", offset,
                           line=lineno, error=str(e)[:120])
