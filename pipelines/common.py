@@ -354,7 +354,7 @@ class StageFn(beam.DoFn):
         """An --input pattern that matched nothing on a worker (``read.list_on_workers``):
         its ``read:no-match`` reject, counted as an unreadable file."""
         self._tally.note("files", "unreadable")
-        Metrics.counter(NAMESPACE, "files/unreadable").inc()
+        self._counter("files/unreadable").inc()
         return self.drop(unmatched.reject())
 
     def finish_bundle(self):
@@ -694,7 +694,7 @@ class ReadFile(StageFn):
         # an empty file was read (its reject says so); one that gave nothing readable was not
         readable = empty or kept + sum(rs.skipped.values()) + rs.records > 0
         self._tally.note("files", "read" if readable else "unreadable")
-        Metrics.counter(NAMESPACE, "files/read" if readable else "files/unreadable").inc()
+        self._counter("files/read" if readable else "files/unreadable").inc()
         self._file_done(path, kept, dropped, sum(rs.skipped.values()), time.monotonic() - t0)
 
     FILES_PER_LINE = 100

@@ -22,12 +22,11 @@ import zlib
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 
 from skypile import config as cfglib
 from skypile.files import output
 from skypile.jobs.tokenize import Encoder, TokenizeConfig, check
-from skypile.pipelines.common import (NAMESPACE, REJECTS, STATS, InputFiles, ReadFile,
+from skypile.pipelines.common import (REJECTS, STATS, InputFiles, ReadFile,
                                       as_document, in_global_window, list_inputs, run_command,
                                       write_outputs)
 from skypile.tokens import datacard, shards
@@ -89,8 +88,8 @@ class ReadEncode(ReadFile):
         kept = len(docs) - len(rejects)
         if kept:
             self._tally.kept(STAGE, kept)
-            Metrics.counter(NAMESPACE, f"{STAGE}/in").inc(kept)
-            Metrics.counter(NAMESPACE, f"{STAGE}/kept").inc(kept)
+            self._counter(f"{STAGE}/in").inc(kept)
+            self._counter(f"{STAGE}/kept").inc(kept)
         per_source_lang: dict = {}
         for e in encoded:
             yield e.domain, (e.ids, e.tokens, e.lengths)
