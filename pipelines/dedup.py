@@ -9,10 +9,11 @@ comes out once with its body, and only what recurs across different documents is
 Documents are joined with small per-id or per-block decisions by key. The only side
 input is the k-means centroids (bounded); in ``skypile web`` the URL pre-pass
 (:class:`UrlDuplicates`) meets the raw records of one URL by key, in the single read of
-the corpus. No key is ever listed: the winner of a URL, a text, an LSH bucket or a
-cluster is picked by a combiner (:class:`_Best`, keep key = longest text, then smallest
-id), and its members meet it in one Flatten + GroupByKey read as a stream
-(:class:`_OnePerKey`, :class:`_BucketStar`); connected components run until they
+the corpus. No key is ever listed: the winner of a text or a cluster is picked by a
+combiner (:class:`_Best`, keep key = longest text, then smallest id), and its members meet
+it in one Flatten + GroupByKey read as a stream (:class:`_OnePerKey`); the members of a URL
+or an LSH bucket are one GroupByKey read twice as a stream, first for the winner, then to
+send the verdicts or edges (:class:`_PickUrl`, :class:`_BucketStar`); connected components run until they
 converge, or the run fails (:class:`ConnectedComponents`). Every document that enters
 exact or minhash gets exactly one verdict, keep or drop; a document without one stops
 the run (:class:`MissingVerdict`). Every stage returns {"docs", "rejects", "stats"} and
@@ -793,12 +794,16 @@ def _sampled(bucket: bytes, doc_id: str, share: float) -> bool:
 
 
 class _BucketStar(StageFn):
-    """(bucket, ``("best", (hub, size))`` and ``("member", id)`` values) -> (hub, member)
-    for every other member: a star, never a member list (the values are read twice).
+    """(bucket, member ids) -> (hub, member) for every other member: a star, never a
+    member list. The values are read twice: first for the hub (the smallest id) and the
+    bucket's size, then to send the edges; a bucket of one document sends nothing. No
+    combiner goes first: almost every bucket holds one document, and a combiner's pass
+    would move every (bucket, id) pair through one more shuffle (BENCHMARKS.md, issue 17).
 
     A bucket above ``max_bucket_size`` links a deterministic sample of about that many
     members (:func:`_sampled`) and is counted: ``minhash.capped_buckets`` and
-    ``capped_members`` (members it did not link) in ``stats.json``.
+    ``capped_members`` (members it did not link) in ``stats.json``. The largest bucket
+    size of a bundle leaves tagged ``sizes``.
     """
 
     stage = "minhash"
@@ -806,16 +811,24 @@ class _BucketStar(StageFn):
     def __init__(self, max_size: int):
         self.max_size = max_size
 
+    def start_bundle(self):
+        super().start_bundle()
+        self._largest = 0
+
     def process(self, element):
         bucket, values = element
-        best = next((v[1] for v in values if v[0] == "best"), None)
-        if best is None:  # a bucket of one document: the combiner's output was filtered
+        hub, size = None, 0
+        for doc_id in values:
+            size += 1
+            if hub is None or doc_id < hub:
+                hub = doc_id
+        self._largest = max(self._largest, size)
+        if size < 2:
             return
-        hub, size = best
         share = self.max_size / size if size > self.max_size else None
         skipped = 0
-        for tag, doc_id in values:
-            if tag != "member" or doc_id == hub:
+        for doc_id in values:
+            if doc_id == hub:
                 continue
             if share is not None and not _sampled(bucket, doc_id, share):
                 skipped += 1
@@ -824,6 +837,11 @@ class _BucketStar(StageFn):
         if share is not None:
             self._tally.note(self.stage, "capped_buckets")
             self._tally.note(self.stage, "capped_members", skipped)
+
+    def finish_bundle(self):
+        yield from super().finish_bundle()
+        if self._largest:
+            yield pvalue.TaggedOutput("sizes", in_global_window(self._largest))
 
 
 def _first_sig(values):
@@ -858,9 +876,9 @@ def _verify(element, threshold: float):
 class MinHashDedup(beam.PTransform):
     """Signature -> bands -> candidate pairs -> verified pairs -> components -> keep one.
 
-    - Buckets: per band key a combiner picks the hub (smallest id) and counts members;
-      buckets of two or more meet their members in one streamed group and emit a star of
-      (hub, member) candidates (capped at ``max_bucket_size``, :class:`_BucketStar`).
+    - Buckets: one streamed group per band key, read twice: the hub (smallest id) and
+      the size, then a star of (hub, member) candidates when two or more share it
+      (capped at ``max_bucket_size``, :class:`_BucketStar`).
     - Verification: the hub's signature travels to each distinct candidate (a streamed
       group per hub), then meets the member's own (at most one candidate per band).
     - :class:`ConnectedComponents` until converged, :class:`KeepOnePerCluster`, and one
@@ -880,15 +898,10 @@ class MinHashDedup(beam.PTransform):
         sigs = docs | "Signature" >> beam.ParDo(_Signature(cfg))
         tagged_sigs = sigs | "TagSigs" >> beam.Map(lambda s: (s[0], ("sig", s[1])))
         bands = sigs | "Bands" >> beam.FlatMap(lambda s: [(k, s[0]) for k in s[2]])
-        hubs = bands | "Hubs" >> beam.CombinePerKey(_Best(min))
-        stars = (((hubs
-                   | "SharedBuckets" >> beam.Filter(lambda kv: kv[1][1] > 1)
-                   | "TagHubs" >> beam.Map(lambda kv: (kv[0], ("best", kv[1])))),
-                  bands | "TagMembers" >> beam.Map(lambda kv: (kv[0], ("member", kv[1]))))
-                 | "HubsAndMembers" >> beam.Flatten()
+        stars = (bands
                  | "Buckets" >> beam.GroupByKey()
                  | "Stars" >> beam.ParDo(_BucketStar(cfg.max_bucket_size)).with_outputs(
-                     STATS, main="pairs"))
+                     STATS, "sizes", main="pairs"))
         candidates = (stars.pairs
                       | "DistinctPairs" >> beam.Distinct()
                       | "TagCandidates" >> beam.Map(lambda e: (e[0], ("cand", e[1]))))
@@ -906,8 +919,7 @@ class MinHashDedup(beam.PTransform):
         sizes = docs | "Sizes" >> beam.Map(lambda d: (d.id, len(d.text)))
         keep = KeepOnePerCluster("minhash:near-duplicate", "minhash_cluster")
         verdicts = (labels, sizes) | "KeepOne" >> keep
-        largest = _largest(hubs | "BucketSizes" >> beam.Map(lambda kv: kv[1][1]),
-                           "minhash", "largest_bucket", "LargestBucket")
+        largest = _largest(stars.sizes, "minhash", "largest_bucket", "LargestBucket")
         return _as_stage_output(join_verdicts(docs, verdicts, "minhash", "MinHash"), ids,
                                 counts=(components.stats, keep.stats, stars[STATS], largest))
 
