@@ -13,10 +13,10 @@ the corpus. No key is ever listed: the winner of a text or a cluster is picked b
 combiner (:class:`_Best`, keep key = longest text, then smallest id), and its members meet
 it in one Flatten + GroupByKey read as a stream (:class:`_OnePerKey`); the members of a URL
 or an LSH bucket are one GroupByKey read twice as a stream, first for the winner, then to
-send the verdicts or edges (:class:`_PickUrl`, :class:`_BucketStar`); connected components run until they
-converge, or the run fails (:class:`ConnectedComponents`). Every document that enters
-exact or minhash gets exactly one verdict, keep or drop; a document without one stops
-the run (:class:`MissingVerdict`). Every stage returns {"docs", "rejects", "stats"} and
+send the verdicts or edges (:class:`_PickUrl`, :class:`_BucketStar`); connected components
+run until they converge, or the run fails (:class:`ConnectedComponents`). Every document
+that enters exact or minhash gets exactly one verdict, keep or drop; a document without
+one stops the run (:class:`MissingVerdict`). Every stage returns {"docs", "rejects", "stats"} and
 ``skypile dedup`` runs them on any JSONL / Parquet document set.
 
 Repeated ids: the first stage keyed by id (exact, minhash, semantic or blocks) first runs
