@@ -132,24 +132,21 @@ def _as_stage_output(result, before: dict | None = None, unique: bool = True,
 
 
 class _Best(beam.CombineFn):
-    """Per key: the best value under ``pick`` (max or min, over a total order) and how
-    many values there were. The winner of a hot key, without listing its members."""
-
-    def __init__(self, pick=max):
-        self.pick = pick
+    """Per key: the largest value (over a total order: a keep key) and how many values
+    there were. The winner of a hot key, without listing its members."""
 
     def create_accumulator(self):
         return None, 0
 
     def add_input(self, acc, value):
         best, n = acc
-        return (value if best is None else self.pick(best, value)), n + 1
+        return (value if best is None else max(best, value)), n + 1
 
     def merge_accumulators(self, accs):
         best, n = None, 0
         for b, k in accs:
             if b is not None:
-                best = b if best is None else self.pick(best, b)
+                best = b if best is None else max(best, b)
             n += k
         return best, n
 
@@ -416,7 +413,7 @@ class _OnePerKey(beam.PTransform):
         self.reason, self.info_key, self.stage, self.largest = reason, info_key, stage, largest
 
     def expand(self, members):
-        best = members | "Best" >> beam.CombinePerKey(_Best(max))
+        best = members | "Best" >> beam.CombinePerKey(_Best())
         tagged_best = best | "TagBest" >> beam.Map(lambda kv: (kv[0], ("best", kv[1][0])))
         tagged = members | "TagMembers" >> beam.Map(lambda kv: (kv[0], ("member", *kv[1])))
         split = ((tagged_best, tagged)
