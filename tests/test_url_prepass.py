@@ -16,7 +16,8 @@ import skypile.pipelines.common
 from skypile.files.readers import RawRecord
 from skypile.jobs.web import WebConfig
 from skypile.pipelines.common import REJECTS, STATS, local_runner
-from skypile.pipelines.dedup import UrlDuplicates
+from skypile.files.readers import ReaderOptions, read_file
+from skypile.pipelines.dedup import UrlDuplicates, _packed, _unpacked, _url_rank
 from skypile.pipelines.web import build, run
 from warcgen import ARTICLE, gz, http_response, record
 from outputs import read_jsonl_gz
@@ -59,6 +60,21 @@ def test_keeps_the_successful_largest_copy_then_smallest_id(order):
         assert_that(out[STATS] | beam.CombinePerKey(sum),
                     equal_to([(("url", "in", ""), 9), (("url", "kept", ""), 6),
                               (("url", "dropped", "url:duplicate"), 3)]), label="stats")
+
+
+def test_real_pages_cross_the_url_shuffle_packed_and_come_back_whole(data_dir):
+    """The shuffle holds every raw page (in the launcher, on the local runner): it carries
+    them compressed, ranked without unpacking, and each comes back field for field."""
+    warc = sorted((data_dir / "docs-warc").glob("*.warc.gz"))[0]
+    records = [r for r in read_file(str(warc), ReaderOptions()) if r.kind == "http"][:200]
+    assert len(records) >= 50
+    raw = packed = 0
+    for rec in records:
+        rank, rec_id, blob = _packed(rec)
+        assert (rank, rec_id) == (_url_rank(rec), rec.id)  # ranked as before, unpacked
+        assert _unpacked(blob) == rec
+        raw, packed = raw + len(rec.body), packed + len(blob)
+    assert packed * 2 < raw, (raw, packed)  # HTML pages: about 4x smaller
 
 
 # ---- the whole pipeline: real reader, real extraction ----------------------------------------
