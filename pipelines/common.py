@@ -18,6 +18,7 @@ import logging
 import os
 import posixpath
 import re
+import shlex
 import sys
 import threading
 import time
@@ -67,7 +68,58 @@ def local_runner():
 
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0  # read when the runner starts its server
     _stream_bundle_inputs()
+    _workers_allocator()
     return fn_runner.FnApiRunner()
+
+
+JEMALLOC = "libjemalloc.so.2"
+
+
+def worker_allocator() -> str | None:
+    """The allocator library the local runner's worker processes preload, or None (glibc's
+    malloc): ``SKYPILE_WORKER_MALLOC`` = ``auto`` (the default: jemalloc where the machine
+    has it, e.g. Debian's ``libjemalloc2``), ``jemalloc`` (the same, with a warning when
+    it is missing), ``glibc`` (none), or a library path. A ``LD_PRELOAD`` already set is
+    left as it is.
+
+    Why: a worker's peak with glibc grew 1.32x from 25k to 100k web-like documents
+    (BENCHMARKS.md, "Corpus scale on one machine"), from heap pages that the stage's large
+    messages leave fragmented and ``malloc_trim`` cannot return; with jemalloc, 1.11x."""
+    choice = os.environ.get("SKYPILE_WORKER_MALLOC", "auto").strip() or "auto"
+    if os.environ.get("LD_PRELOAD") or choice == "glibc":
+        return None
+    if choice not in ("auto", "jemalloc"):
+        return choice  # a library path
+    import ctypes.util
+
+    if ctypes.util.find_library("jemalloc"):
+        return JEMALLOC
+    if choice == "jemalloc":
+        LOG.warning("SKYPILE_WORKER_MALLOC=jemalloc, but %s is not installed (Debian: "
+                    "apt-get install libjemalloc2); workers use glibc's malloc", JEMALLOC)
+    return None
+
+
+def _workers_allocator() -> None:
+    """Worker processes of ``--direct_running_mode multi_processing`` start with
+    :func:`worker_allocator`'s library preloaded (their command line only: the launching
+    process and its other children keep their environment)."""
+    from apache_beam.runners.portability import local_job_service
+
+    cls = local_job_service.SubprocessSdkWorker
+    if getattr(cls.__init__, "_skypile", False):
+        return
+    beams_init = cls.__init__
+
+    def __init__(self, worker_command_line, *args, **kwargs):
+        beams_init(self, worker_command_line, *args, **kwargs)
+        lib = worker_allocator()
+        if lib:
+            self._worker_command_line = (f"LD_PRELOAD={shlex.quote(lib)} "
+                                         f"{self._worker_command_line}")
+
+    __init__._skypile = True
+    cls.__init__ = __init__
 
 
 GROUP_PIECE_BYTES = 4 << 20

@@ -1,7 +1,9 @@
 """The web pipeline's DoFns under a real Beam runner (TestPipeline + assert_that)."""
+import ctypes.util
 import os
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -207,3 +209,37 @@ def test_each_worker_process_gives_freed_memory_back():
         assert_that(seen | "Pids" >> beam.Map(lambda pid_names: pid_names[0])
                     | beam.Distinct() | beam.Filter(lambda pid, me=os.getpid(): pid == me),
                     equal_to([]), label="NotTheLauncher")
+
+
+
+def _run_on_two_workers(expected):
+    """Every element's worker process has ``expected`` = (jemalloc mapped in the process,
+    LD_PRELOAD set in its environment)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    def mapped(_):  # defined here: pickled by value for the worker processes
+        with open("/proc/self/maps") as fh:
+            yield "libjemalloc" in fh.read(), bool(os.environ.get("LD_PRELOAD"))
+
+    opts = PipelineOptions(["--direct_running_mode", "multi_processing",
+                            "--direct_num_workers", "2"])
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        seen = p | beam.Create(range(20)) | beam.Reshuffle() | beam.FlatMap(mapped)
+        assert_that(seen, equal_to([expected] * 20))
+
+
+@pytest.mark.skipif(not ctypes.util.find_library("jemalloc"),
+                    reason="libjemalloc2 is not installed (make installs it)")
+def test_worker_processes_preload_jemalloc_the_launcher_keeps_its_own(monkeypatch):
+    """The local runner's worker processes start with jemalloc (their heap stays flat as
+    the corpus grows: BENCHMARKS.md); the launcher's environment is left alone."""
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("SKYPILE_WORKER_MALLOC", raising=False)
+    _run_on_two_workers((True, True))
+    assert "LD_PRELOAD" not in os.environ
+
+
+def test_worker_malloc_glibc_preloads_nothing(monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setenv("SKYPILE_WORKER_MALLOC", "glibc")
+    _run_on_two_workers((False, False))
