@@ -14,7 +14,7 @@ export SKYPILE_DATA
 KENLM_BIN   := .cache/kenlm/bin
 export SKYPILE_KENLM_BIN := $(abspath $(KENLM_BIN))
 
-.PHONY: demo test venv kenlm lock bench clean help datatrove-venv gpu-venv
+.PHONY: demo test venv kenlm jemalloc lock bench clean help datatrove-venv gpu-venv
 
 help:
 	@echo "make demo   - the whole chain on SKYPILE_DATA=$(SKYPILE_DATA) -> $(DEMO_OUT)/report/REPORT.md"
@@ -25,6 +25,9 @@ help:
 venv: $(VENV)/.installed
 
 kenlm: $(KENLM_BIN)/lmplz
+
+jemalloc:
+	@scripts/install_jemalloc.sh
 
 $(KENLM_BIN)/lmplz: scripts/build_kenlm.sh | venv
 	scripts/build_kenlm.sh .cache/kenlm $(PY)
@@ -75,7 +78,7 @@ DEMO_CODE       ?= trafilatura fsspec datasketch jieba apache_beam/transforms ap
 D               := $(DEMO_OUT)
 step            = @echo; echo "== [$(1)/12] $(2)  ($$(date +%H:%M:%S))"
 
-demo: venv kenlm $(D)/report/REPORT.md $(D)/inspect/index.html
+demo: venv kenlm jemalloc $(D)/report/REPORT.md $(D)/inspect/index.html
 	@echo; echo "== done: $(D)/report/REPORT.md"; sed -n '1,200p' $(D)/report/REPORT.md | grep -E '^(#|\|)' | head -60
 	@echo "== browse the run: open $(D)/inspect/index.html (one self-contained file)"
 
@@ -160,7 +163,7 @@ $(D)/inspect/index.html: $(D)/report/REPORT.md
 	$(call step,12,inspect: browsable HTML report of every step (funnels, sampled rejects, scores, clusters, shards, data card))
 	$(SKYPILE) inspect --run $(D) --output $(D)/inspect
 
-test: venv kenlm
+test: venv kenlm jemalloc
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: demo datatrove-venv

@@ -2,7 +2,7 @@
 and ``skypile web`` on the multi-process runner, at several corpus sizes.
 
     python benchmarks/scale.py [--docs 25000,50000,100000] [--workers 2]
-                               [--what dedup,web] [--data DIR]
+                               [--what dedup,web,webtext] [--data DIR]
 
 - dedup: ``skypile dedup --stages blocks,exact,minhash`` on ``benchmarks/dedup.py``'s
   replicated near-duplicate set (``neardup/dev.jsonl`` copied to N documents, each copy
@@ -10,6 +10,10 @@ and ``skypile web`` on the multi-process runner, at several corpus sizes.
 - web: ``skypile web`` (default stages: extract, exact, minhash, blocks) on the
   ``docs-warc`` pages replicated to N under distinct URLs (``?mirror=<copy>``), each copy
   with small text edits (a sentence added, a few words changed), written as WARC files.
+- webtext: web's dedup stages without extraction, ``skypile dedup --stages
+  exact,minhash,blocks`` on the docs-warc pages extracted once and copied as JSONL text
+  with the same kind of edits: the part of a web run where its worker peak comes, in
+  about a quarter of the time.
 
 Both run with ``--direct_running_mode multi_processing --direct_num_workers W``. Peak RSS
 is the kernel's high-water mark (``VmHWM`` in ``/proc/<pid>/status``) of every process of
@@ -172,6 +176,40 @@ def make_warcs(pages: list[tuple[str, bytes]], n: int, folder: Path, files: int 
             f.close()
 
 
+def extracted_pages(pages: list[tuple[str, bytes]]) -> list[dict]:
+    """The docs-warc pages extracted once (our extractor, default settings): the text
+    documents of ``webtext``."""
+    from skypile.files.readers import RawRecord
+    from skypile.pipelines.web import make_extractor
+    from skypile.text.extract import ExtractConfig
+
+    extract = make_extractor(ExtractConfig())
+    docs = []
+    for i, (url, body) in enumerate(pages):
+        doc = extract(RawRecord(f"page-{i:05d}", url, "docs-warc", "http", body))
+        if getattr(doc, "text", "") and not hasattr(doc, "reason"):
+            docs.append({"id": doc.id, "url": url, "text": doc.text})
+    return docs
+
+
+def make_webtext(docs: list[dict], n: int, path: Path, seed: int = 0) -> None:
+    """``n`` text documents: copy 0 as extracted, later copies under ``?mirror=c`` with the
+    same kind of edit as :func:`edit_page` (a sentence first, three words changed)."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as out:
+        for k in range(n):
+            d, copy = dict(docs[k % len(docs)]), k // len(docs)
+            if copy:
+                d["url"] = f"{d['url']}{'&' if '?' in d['url'] else '?'}mirror={copy}"
+                d["id"] = f"{d['id']}-m{copy}"
+                words = d["text"].split(" ")
+                for _ in range(3):
+                    words[rng.randrange(len(words))] = f"edited{rng.randint(0, 999)}"
+                d["text"] = (f"Mirror {copy} of this page, revision {rng.randint(0, 10**6)}, "
+                             "kept for readers of the archive.\n" + " ".join(words))
+            out.write(json.dumps(d, ensure_ascii=False) + "\n")
+
+
 # ---- the runs ----------------------------------------------------------------------------
 
 def beam_flags(workers: int) -> list[str]:
@@ -194,6 +232,10 @@ def measure(what: str, n: int, args, tmp: Path, dev, pages) -> dict:
         make_corpus(dev, n, corpus)
         inputs = ["--input", str(corpus)]
         cmd = ["dedup", *inputs, "--stages", "blocks,exact,minhash"]
+    elif what == "webtext":
+        corpus = tmp / f"webtext-{n}.jsonl"
+        make_webtext(pages, n, corpus)
+        cmd = ["dedup", "--input", str(corpus), "--stages", "exact,minhash,blocks"]
     else:
         folder = tmp / f"web-{n}"
         make_warcs(pages, n, folder)
@@ -219,12 +261,14 @@ def main(argv=None) -> int:
     whats = [w for w in args.what.split(",") if w]
     data = Path(args.data)
     dev = load_dev(data)[0] if "dedup" in whats else None
-    pages = source_pages(data) if "web" in whats else None
+    pages = source_pages(data) if {"web", "webtext"} & set(whats) else None
+    texts = extracted_pages(pages) if "webtext" in whats else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for what in whats:
             for n in sizes:
-                r = measure(what, n, args, Path(tmp), dev, pages)
+                r = measure(what, n, args, Path(tmp), dev,
+                            texts if what == "webtext" else pages)
                 rows.append((what, n, r))
                 print(f"done: {what} {n} in {r['seconds']:.0f}s, kept {r['kept']}, launcher "
                       f"peak {r['launcher'] / 2**30:.2f} GiB, worker peak "

@@ -335,7 +335,8 @@ def return_freed_memory(every_s: float | None = None) -> None:
     (``SKYPILE_TRIM_SECONDS``, default 1; 0 turns it off). A worker's resident memory then
     follows what it holds, not the highest it ever held: on the local multi-process
     runner, a worker's peak went from 1.29x to 1.06x between 25k and 100k documents
-    (BENCHMARKS.md). Elsewhere than glibc it does nothing."""
+    (BENCHMARKS.md). Elsewhere than glibc, and in a process that preloads jemalloc
+    (:func:`worker_allocator`: jemalloc returns freed pages itself), it does nothing."""
     global _trimmer_started
     if _trimmer_started:  # every bundle calls this: the one check it pays
         return
@@ -350,7 +351,7 @@ def return_freed_memory(every_s: float | None = None) -> None:
                 LOG.warning("SKYPILE_TRIM_SECONDS=%r is not a number of seconds; using 1",
                             os.environ["SKYPILE_TRIM_SECONDS"])
                 every_s = 1.0
-        if every_s <= 0:
+        if every_s <= 0 or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
             return
         try:
             import ctypes
