@@ -88,8 +88,12 @@ def worker_allocator() -> str | None:
     choice = os.environ.get("SKYPILE_WORKER_MALLOC", "auto").strip() or "auto"
     if os.environ.get("LD_PRELOAD") or choice == "glibc":
         return None
-    if choice not in ("auto", "jemalloc"):
-        return choice  # a library path
+    if choice not in ("auto", "jemalloc"):  # a library path
+        if os.path.isfile(choice):
+            return choice
+        LOG.warning("SKYPILE_WORKER_MALLOC=%r is not auto, jemalloc, glibc or a library "
+                    "file; workers use glibc's malloc", choice)
+        return None
     import ctypes.util
 
     if ctypes.util.find_library("jemalloc"):
