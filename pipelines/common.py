@@ -82,9 +82,10 @@ def worker_allocator() -> str | None:
     it is missing), ``glibc`` (none), or a library path. A ``LD_PRELOAD`` already set is
     left as it is.
 
-    Why: a worker's peak with glibc grew 1.32x from 25k to 100k web-like documents
-    (BENCHMARKS.md, "Corpus scale on one machine"), from heap pages that the stage's large
-    messages leave fragmented and ``malloc_trim`` cannot return; with jemalloc, 1.11x."""
+    Why: on web's dedup stages without extraction, a worker's peak with glibc grew 1.32x
+    from 25k to 100k documents (heap pages that ``malloc_trim`` cannot return), with
+    jemalloc 1.11x, from a lower start (BENCHMARKS.md, "Corpus scale on one machine"; the
+    full web run still grows: see there)."""
     choice = os.environ.get("SKYPILE_WORKER_MALLOC", "auto").strip() or "auto"
     if os.environ.get("LD_PRELOAD") or choice == "glibc":
         return None

@@ -215,7 +215,6 @@ def test_each_worker_process_gives_freed_memory_back(monkeypatch):
                     equal_to([]), label="NotTheLauncher")
 
 
-
 def _run_on_two_workers(expected):
     """Every element's worker process has ``expected`` = (jemalloc mapped in the process,
     LD_PRELOAD set in its environment)."""
@@ -235,8 +234,9 @@ def _run_on_two_workers(expected):
 @pytest.mark.skipif(not ctypes.util.find_library("jemalloc"),
                     reason="libjemalloc2 is not installed (make installs it)")
 def test_worker_processes_preload_jemalloc_the_launcher_keeps_its_own(monkeypatch):
-    """The local runner's worker processes start with jemalloc (their heap stays flat as
-    the corpus grows: BENCHMARKS.md); the launcher's environment is left alone."""
+    """The local runner's worker processes start with jemalloc (a lower, flatter peak than
+    glibc's on web-like documents: BENCHMARKS.md); the launcher's environment is left
+    alone."""
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("SKYPILE_WORKER_MALLOC", raising=False)
     _run_on_two_workers((True, True))

@@ -13,10 +13,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import skypile.files.readers
 import skypile.pipelines.common
-from skypile.files.readers import RawRecord
+from skypile.files.readers import RawRecord, ReaderOptions, read_file
 from skypile.jobs.web import WebConfig
 from skypile.pipelines.common import REJECTS, STATS, local_runner
-from skypile.files.readers import ReaderOptions, read_file
 from skypile.pipelines.dedup import UrlDuplicates, _packed, _unpacked, _url_rank
 from skypile.pipelines.web import build, run
 from warcgen import ARTICLE, gz, http_response, record
