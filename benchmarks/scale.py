@@ -156,6 +156,11 @@ def source_pages(data: Path) -> list[tuple[str, bytes]]:
     return pages
 
 
+def mirror_url(url: str, copy: int) -> str:
+    """The URL of a page's ``copy``-th replica: a distinct URL (``mirror=<copy>`` added)."""
+    return f"{url}{'&' if '?' in url else '?'}mirror={copy}"
+
+
 def make_warcs(pages: list[tuple[str, bytes]], n: int, folder: Path, files: int = 8,
                seed: int = 0) -> None:
     """``n`` pages (copy 0 as it is, later copies under ``?mirror=c`` with small edits)
@@ -168,7 +173,7 @@ def make_warcs(pages: list[tuple[str, bytes]], n: int, folder: Path, files: int 
             url, body = pages[k % len(pages)]
             copy = k // len(pages)
             if copy:
-                url = f"{url}{'&' if '?' in url else '?'}mirror={copy}"
+                url = mirror_url(url, copy)
                 body = edit_page(body, copy, rng)
             outs[k % files].write(gz(record(body, url=url)))
     finally:
@@ -200,7 +205,7 @@ def make_webtext(docs: list[dict], n: int, path: Path, seed: int = 0) -> None:
         for k in range(n):
             d, copy = dict(docs[k % len(docs)]), k // len(docs)
             if copy:
-                d["url"] = f"{d['url']}{'&' if '?' in d['url'] else '?'}mirror={copy}"
+                d["url"] = mirror_url(d["url"], copy)
                 d["id"] = f"{d['id']}-m{copy}"
                 words = d["text"].split(" ")
                 for _ in range(3):
