@@ -391,6 +391,13 @@ class StageFn(beam.DoFn):
         self._counter(f"{stage}/in").inc()
         self._counter(f"{stage}/kept").inc()
 
+    def kept_many(self, stage: str, n: int) -> None:
+        """``n`` records kept, counted at once (no progress tick: the caller ticks)."""
+        if n:
+            self._tally.kept(stage, n)
+            self._counter(f"{stage}/in").inc(n)
+            self._counter(f"{stage}/kept").inc(n)
+
     def drop(self, rej: Reject) -> pvalue.TaggedOutput:
         self._tally.dropped(rej.stage, rej.reason)
         self._ticker().tick(rej.stage, "dropped")
@@ -733,6 +740,7 @@ class ReadFile(StageFn):
         rs = ReadStats()
         kept = dropped = 0
         empty = False
+        tick = self._ticker().tick
         try:
             for item in read_file(path, self.opts, rs, self.storage_options):
                 if isinstance(item, Reject):
@@ -741,12 +749,13 @@ class ReadFile(StageFn):
                     yield self.drop(item)
                 else:
                     kept += 1
-                    self.keep("read")
+                    tick("read", "kept")
                     yield item
         except UnreadableFile as e:
             LOG.warning("cannot read %s", e)
             dropped += 1
             yield self.drop(file_reject(path, "unreadable-file", error=str(e)))
+        self.kept_many("read", kept)  # once per file: a counter per record cost as much as parsing it
         for kind, n in rs.skipped.items():
             self._tally.skipped("read", kind, n)
         # an empty file was read (its reject says so); one that gave nothing readable was not

@@ -5,9 +5,13 @@
 Documents (the web pipeline's docs/*.jsonl.gz, or any JSONL/Parquet) are labelled with a
 source/domain, split into train / validation by a hash of their id, encoded with EOS
 appended, and written as ``OUTPUT/<domain>/<split>-NNNNN-of-MMMMM.bin`` shards plus
-``OUTPUT/manifest.json``. Shard contents depend only on the input, so a re-run after a
-crash writes only the missing shards and leaves complete ones untouched; each shard is
-written once under its final name (locally as a hidden temporary, then renamed). Afterwards only what a run owns
+``OUTPUT/manifest.json``. The tokens never cross the runner's shuffle: the encoding
+workers leave them in piece files in the run folder, and each shard writer reads its
+slice of each piece (only the pieces' small index is shuffled).
+
+Shard contents depend only on the input, so a re-run after a crash writes only the
+missing shards and leaves complete ones untouched; each shard is written once under its
+final name (locally as a hidden temporary, then renamed). Afterwards only what a run owns
 is removed: shard files (and their temporaries) of this or the previous manifest's
 domains that this manifest does not list, never other files under the output.
 """
@@ -15,13 +19,18 @@ domains that this manifest does not list, never other files under the output.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
+import posixpath
 import re
+import uuid
 import zlib
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
+from fsspec.implementations.local import LocalFileSystem
 
 from skypile import config as cfglib
 from skypile.files import output
@@ -35,22 +44,39 @@ from skypile.tokens.manifest import TOKENIZER_FILE, build_manifest, copy_tokeniz
 from skypile.tokens.tokenizer import Tokenizer
 
 
+class Piece(NamedTuple):
+    """Where one worker left some documents of one domain: ``path``, a file of their
+    tokens (EOS included) one after the other in the order of ``crc`` (CRC-32 of each id,
+    ascending), ``lengths`` each one's token count, and ``candidates`` the (position, id)
+    of those that may be held out. Only this crosses the shuffle, never the tokens."""
+
+    path: str
+    crc: np.ndarray
+    lengths: np.ndarray
+    candidates: tuple
+
+
 class ReadEncode(ReadFile):
     """Reading and the ``tokenize`` stage in one step, so that no document crosses Beam on
     its own: a file's records are encoded a batch at a time (at most BATCH_DOCS documents
-    or BATCH_CHARS characters, one SentencePiece batch call), and each batch leaves as
-    ``(domain, (ids, tokens, lengths))`` per domain
-    (:class:`~skypile.jobs.tokenize.Encoded`'s numpy arrays, never a list per token or per
-    document). Small side outputs: ``held``, the held-out candidates ``(domain, (hash, id,
+    or BATCH_CHARS characters, one SentencePiece batch call). The tokens stay with the
+    worker until PIECE_TOKENS of them (or the bundle's end): then each domain's go to one
+    piece file under ``pieces`` (a folder or URL every worker can read, in the run
+    folder), sorted by the CRC-32 of their ids, and a :class:`Piece` leaves as ``(domain,
+    piece)``. Since a shard takes a range of CRCs (:func:`shard_segments`), each shard
+    reads one contiguous slice of each piece.
+
+    Small side outputs: ``held``, the held-out candidates ``(domain, (hash, id,
     tokens))``; ``sizes``, tokens per domain; ``breakdown``, ``((source, lang), (docs,
     tokens))`` summed per batch; and, as every stage, rejects and counts."""
 
     BATCH_DOCS = 1024
     BATCH_CHARS = 1 << 22
+    PIECE_TOKENS = 1 << 24
 
-    def __init__(self, model: str, cfg: TokenizeConfig, roots: tuple[str, ...]):
+    def __init__(self, model: str, cfg: TokenizeConfig, roots: tuple[str, ...], pieces: str):
         super().__init__(cfg.read, cfg.storage_options)
-        self.model, self.cfg, self.roots = model, cfg, roots
+        self.model, self.cfg, self.roots, self.pieces = model, cfg, roots, pieces
 
     def setup(self):
         self._encoder = Encoder(self.model, self.cfg, self.roots)
@@ -58,6 +84,8 @@ class ReadEncode(ReadFile):
     def start_bundle(self):
         super().start_bundle()
         self._docs, self._chars = [], 0
+        self._waiting: dict[str, list] = {}  # domain -> encoded batches not yet in a piece
+        self._waiting_tokens = 0
 
     def process(self, path):
         for out in super().process(path):
@@ -69,9 +97,11 @@ class ReadEncode(ReadFile):
             self._chars += len(doc.text)
             if len(self._docs) >= self.BATCH_DOCS or self._chars >= self.BATCH_CHARS:
                 yield from self._flush()
+                if self._waiting_tokens >= self.PIECE_TOKENS:
+                    yield from self._write_pieces()
 
     def finish_bundle(self):
-        for out in self._flush():
+        for out in itertools.chain(self._flush(), self._write_pieces()):
             if isinstance(out, pvalue.TaggedOutput):
                 yield pvalue.TaggedOutput(out.tag, in_global_window(out.value))
             else:
@@ -92,7 +122,8 @@ class ReadEncode(ReadFile):
             self._counter(f"{STAGE}/kept").inc(kept)
         per_source_lang: dict = {}
         for e in encoded:
-            yield e.domain, (e.ids, e.tokens, e.lengths)
+            self._waiting.setdefault(e.domain, []).append(e)
+            self._waiting_tokens += len(e.tokens)
             yield pvalue.TaggedOutput(SIZES, (e.domain, int(e.lengths.sum())))
             for doc_id, n, key in zip(e.ids, e.lengths.tolist(), e.source_langs):
                 if is_held_out(doc_id, self.cfg.held_out):
@@ -102,8 +133,45 @@ class ReadEncode(ReadFile):
         for key, counts in sorted(per_source_lang.items()):
             yield pvalue.TaggedOutput(BREAKDOWN, (key, counts))
 
+    def _write_pieces(self):
+        waiting, self._waiting, self._waiting_tokens = self._waiting, {}, 0
+        for domain, batches in sorted(waiting.items()):
+            yield domain, write_piece(self.pieces, domain, batches, self.cfg.held_out,
+                                      self.cfg.storage_options)
+
+
+def write_piece(folder: str, domain: str, batches: list, held_out, storage_options: dict) -> Piece:
+    """One domain's encoded batches as a piece file under ``folder``/``domain`` (a fresh
+    name: a retried bundle's piece is simply never referenced), sorted by CRC-32 of id."""
+    ids = [i for e in batches for i in e.ids]
+    lengths = np.concatenate([e.lengths for e in batches]).astype(np.int64)
+    tokens = np.concatenate([e.tokens for e in batches])
+    crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.uint32, len(ids))
+    order = np.argsort(crc, kind="stable")
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    url = output.join(folder, domain, f"{uuid.uuid4().hex}.tokens")
+    fs, path = output.fs_and_path(url, storage_options)
+    if isinstance(fs, LocalFileSystem):  # object stores have no folders
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as f:
+        chunk, held = [], 0
+        for s, n in zip(starts[order].tolist(), lengths[order].tolist()):
+            chunk.append(tokens[s:s + n])
+            held += n
+            if held >= 1 << 20:
+                f.write(memoryview(np.concatenate(chunk)).cast("B"))
+                chunk, held = [], 0
+        if chunk:
+            f.write(memoryview(np.concatenate(chunk)).cast("B"))
+    candidates = tuple((pos, ids[i]) for pos, i in enumerate(order.tolist())
+                       if is_held_out(ids[i], held_out))
+    return Piece(url, crc[order], lengths[order], candidates)
+
 
 STAGE, HELD, SIZES, BREAKDOWN = "tokenize", "held", "sizes", "breakdown"
+PIECES = "pieces"
+"""In the run folder: the piece files that workers write and shard writers read."""
 
 
 def _held_tokens(candidate, held: dict):
@@ -114,46 +182,65 @@ def _held_tokens(candidate, held: dict):
         yield domain, n
 
 
-def shard_pieces(batch, held: dict, sizes: dict, held_sizes: dict, shard_tokens: int):
-    """``(domain, (ids, tokens, lengths))`` -> ``((domain, split, index, count), (tokens,
-    lengths))``, one piece per shard that the batch's documents go to: split by id (held
-    out or not), ``count`` = ceil(the split's tokens / ``shard_tokens``), index =
-    CRC-32(id) mod count. The tokens move as one array per piece."""
-    domain, (ids, tokens, lengths) = batch
-    validation = np.fromiter((i in held for i in ids), bool, len(ids))
-    crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.int64, len(ids))
+def shard_index(crc: np.ndarray, count: int) -> np.ndarray:
+    """The shard of each CRC-32 among ``count``: floor(crc * count / 2**32), so a shard
+    takes one range of CRCs and, in a piece sorted by CRC, one contiguous slice."""
+    return (crc.astype(np.uint64) * np.uint64(count)) >> np.uint64(32)
+
+
+def shard_segments(kv, held: dict, sizes: dict, held_sizes: dict, shard_tokens: int):
+    """``(domain, piece)`` -> ``((domain, split, index, count), (path, first token,
+    lengths, drop))``: for each shard that the piece's documents go to, the slice of the
+    piece it reads (``drop``: positions in the slice to leave out, the held-out documents
+    amid a training range). Split by id (held out or not); ``count`` = ceil(the split's
+    tokens / ``shard_tokens``); index from :func:`shard_index`."""
+    domain, piece = kv
     n_val = held_sizes.get(domain, 0)
     counts = {"train": max(1, math.ceil((sizes[domain] - n_val) / shard_tokens)),
               "validation": max(1, math.ceil(n_val / shard_tokens))}
-    index = np.where(validation, crc % counts["validation"], crc % counts["train"])
-    group = index * 2 + validation  # one number per (split, shard)
-    order = np.argsort(group, kind="stable")
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    for docs in np.split(order, bounds):
-        split = "validation" if validation[docs[0]] else "train"
-        piece = (tokens if len(docs) == len(ids) else
-                 np.concatenate([tokens[s:s + n] for s, n in
-                                 zip(starts[docs].tolist(), lengths[docs].tolist())]))
-        yield ((domain, split, int(index[docs[0]]), counts[split]),
-               (piece, lengths[docs]))
+    starts = np.zeros(len(piece.lengths) + 1, dtype=np.int64)
+    np.cumsum(piece.lengths, out=starts[1:])
+    held_pos = np.array([pos for pos, doc_id in piece.candidates if doc_id in held], np.int64)
+    index = shard_index(piece.crc, counts["train"])
+    first = np.flatnonzero(np.r_[True, index[1:] != index[:-1]]) if len(index) else index
+    ends = np.r_[first[1:], len(index)].astype(np.int64)
+    for lo, hi in zip(first.tolist(), ends.tolist()):
+        drop = held_pos[(held_pos >= lo) & (held_pos < hi)] - lo
+        if len(drop) < hi - lo:
+            yield ((domain, "train", int(index[lo]), counts["train"]),
+                   (piece.path, int(starts[lo]), piece.lengths[lo:hi], tuple(drop.tolist())))
+    val_index = shard_index(piece.crc[held_pos], counts["validation"])
+    for pos, k in zip(held_pos.tolist(), val_index.tolist()):
+        yield ((domain, "validation", int(k), counts["validation"]),
+               (piece.path, int(starts[pos]), piece.lengths[pos:pos + 1], ()))
 
 
 class WriteShards(beam.DoFn):
-    """((domain, split, index, count), pieces) -> one shard file, skipped when already
-    there. The pieces' documents stream through a :class:`~skypile.tokens.shards.ShardWriter`
-    (a local spill file and an index entry per document in memory, never the shard's
-    tokens), and are ordered by a hash of their tokens: the same bytes whatever order and
-    grouping the runner hands them in."""
+    """((domain, split, index, count), segments) -> one shard file, skipped when already
+    there. Each segment is a slice of a piece file, read in one ranged read; its documents
+    stream through a :class:`~skypile.tokens.shards.ShardWriter` (a local spill file and
+    an index entry per document in memory, never the shard's tokens), and are ordered by
+    a hash of their tokens: the same bytes whatever order and grouping the runner hands
+    them in."""
 
     def __init__(self, out: str, vocab_size: int, storage_options: dict):
         self.out, self.vocab_size, self.so = out, vocab_size, storage_options
 
     def process(self, element):
-        (domain, split, index, count), pieces = element
+        (domain, split, index, count), segments = element
+        dtype = shards.DTYPES[shards.dtype_code(self.vocab_size)]
         with shards.ShardWriter(self.vocab_size) as shard:
-            for tokens, lengths in pieces:
+            for path, first, lengths, drop in segments:
+                fs, local = output.fs_and_path(path, self.so)
+                n = int(lengths.sum())
+                tokens = np.frombuffer(fs.cat_file(local, start=first * dtype.itemsize,
+                                                   end=(first + n) * dtype.itemsize), dtype)
+                if len(tokens) != n:
+                    raise OSError(f"{path}: {len(tokens)} tokens where {n} were written")
+                if drop:
+                    keep = np.ones(len(lengths), bool)
+                    keep[list(drop)] = False
+                    tokens, lengths = tokens[np.repeat(keep, lengths)], lengths[keep]
                 shard.add(tokens, lengths)
             rel = f"{domain}/{split}-{index:05d}-of-{count:05d}.bin"
             fs, path = output.fs_and_path(output.join(self.out, rel), self.so)
@@ -184,8 +271,8 @@ def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, stagin
     tok = Tokenizer(model, so)
     names = p | "Inputs" >> InputFiles(files, cfg.read, so) | "SpreadFiles" >> beam.Reshuffle()
     enc = names | "ReadEncode" >> beam.ParDo(
-        ReadEncode(model, cfg, source_roots(files))).with_outputs(
-        REJECTS, STATS, HELD, SIZES, BREAKDOWN, main="docs")
+        ReadEncode(model, cfg, source_roots(files), output.join(staging, PIECES))).with_outputs(
+        REJECTS, STATS, HELD, SIZES, BREAKDOWN, main="pieces")
     # small side inputs only: max_docs ids per domain, one number per domain
     held = (enc[HELD]
             | "SmallestHashes" >> beam.combiners.Top.PerKey(cfg.held_out.max_docs, reverse=True)
@@ -195,8 +282,8 @@ def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, stagin
     sizes = enc[SIZES] | "SumSizes" >> beam.CombinePerKey(sum)
     per_source_lang = (  # at most MAX_SOURCES x languages keys, whatever the corpus
         enc[BREAKDOWN] | "SumSourceLang" >> beam.CombinePerKey(_add_counts))
-    written = (enc.docs
-               | "ShardPieces" >> beam.FlatMap(shard_pieces, pvalue.AsDict(held),
+    written = (enc.pieces
+               | "ShardSegments" >> beam.FlatMap(shard_segments, pvalue.AsDict(held),
                                                pvalue.AsDict(sizes), pvalue.AsDict(held_sizes),
                                                cfg.shards.target_tokens)
                | "ByShard" >> beam.GroupByKey()
@@ -243,12 +330,15 @@ def _inputs(args: argparse.Namespace, cfg: TokenizeConfig) -> list[str]:
 
 
 def _publish(staging: str, args: argparse.Namespace, cfg: TokenizeConfig) -> dict:
-    """Shards are written in place; the rest is committed (manifest, stats, datacard and
+    """Shards are written in place; the piece files go; the rest is committed (manifest, stats, datacard and
     tokenizer to their places, then the marker, then the previous run's rejects go), then
     old shards are removed (the previous manifest, read before the commit replaces it,
     says which domains)."""
     so = cfg.storage_options
     manifest = output.read_json(output.join(staging, "manifest.json"), so)
+    fs, pieces = output.fs_and_path(output.join(staging, PIECES), so)
+    if fs.exists(pieces):  # read by every shard writer by now; the commit need not list them
+        fs.rm(pieces, recursive=True)
     previous = previous_manifest(args.output, so)
     datacard.write(staging, args.output, so)  # DATACARD.md, committed with the manifest
     copy_tokenizer(args.tokenizer, staging, so)  # tokenizer.model travels with the shards

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -127,23 +128,28 @@ def struct_unpack(idx: bytes):
 def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path):
     """A runner on a cluster pages a shard's group in as the writer iterates it: the
     writer then holds a bounded part of it (the old one sorted a list of the whole
-    shard). 128 MB of tokens through WriteShards; Python's heap (numpy's arrays
-    included) peaks at a fraction of that, and the shard checks out."""
+    shard). 128 MB of tokens, in 64 piece files, through WriteShards; Python's heap
+    (numpy's arrays included) peaks at a fraction of that, and the shard checks out."""
     import tracemalloc
 
     from skypile.pipelines.tokenize import WriteShards
 
-    def pieces():  # what the runner hands over, one piece at a time
-        rng = np.random.default_rng(7)
-        for _ in range(64):
-            lengths = rng.integers(1, 2000, size=1000)
-            lengths[-1] += (1 << 20) - lengths.sum()  # 1 Mi tokens a piece
-            yield rng.integers(0, 16384, size=1 << 20, dtype="<u2"), lengths
+    rng = np.random.default_rng(7)
+    files = []
+    for i in range(64):  # what the workers left: 1 Mi tokens a piece
+        lengths = rng.integers(1, 2000, size=1000)
+        lengths[-1] += (1 << 20) - lengths.sum()
+        rng.integers(0, 16384, size=1 << 20, dtype="<u2").tofile(tmp_path / f"{i}.tokens")
+        files.append((str(tmp_path / f"{i}.tokens"), lengths))
+
+    def segments():  # what the runner hands over, one segment at a time
+        for path, lengths in files:
+            yield path, 0, lengths, ()
 
     tracemalloc.start()
     try:
         (row,) = WriteShards(str(tmp_path / "out"), 16384, {}).process(
-            (("web", "train", 0, 1), pieces()))
+            (("web", "train", 0, 1), segments()))
         _now, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -153,6 +159,47 @@ def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path):
     assert peak < shard_bytes / 4, f"peak {peak / 2**20:.0f} MiB for a 128 MiB shard"
     h, _tokens, offsets = shards.decode((tmp_path / "out" / row["path"]).read_bytes())
     assert (h.n_tokens, h.n_docs, int(offsets[-1])) == (64 << 20, 64_000, 64 << 20)
+
+
+def test_a_shard_reads_one_slice_of_each_piece_and_leaves_out_the_held_documents(tmp_path):
+    """Pieces sorted by the CRC of their ids: the shards of a domain take consecutive CRC
+    ranges, so each reads one slice of a piece; held-out documents in a training slice
+    are left out of it and each goes to its validation shard. Every document lands in
+    exactly one shard, whole."""
+    from skypile.pipelines.tokenize import WriteShards, shard_index, shard_segments, write_piece
+    from skypile.jobs.tokenize import Encoded
+    from skypile.tokens.domains import HeldOutConfig
+
+    rng = np.random.default_rng(3)
+    ids = [f"doc-{i}" for i in range(3000)]
+    lengths = rng.integers(1, 50, size=len(ids))
+    docs = {i: rng.integers(0, 16384, size=n, dtype="<u2") for i, n in zip(ids, lengths)}
+    batches = [Encoded("web", ids[a:a + 1000], np.concatenate([docs[i] for i in ids[a:a + 1000]]),
+                       lengths[a:a + 1000], [("s", "en")] * 1000) for a in range(0, 3000, 1000)]
+    piece = write_piece(str(tmp_path / "pieces"), "web", batches, HeldOutConfig(fraction=0.05), {})
+    assert (np.diff(piece.crc.astype(np.int64)) >= 0).all() and len(piece.crc) == 3000
+    held = {doc_id: True for _pos, doc_id in piece.candidates[::2]}
+    assert 50 < len(piece.candidates) < 300 and held
+    total = int(lengths.sum())
+    n_val = sum(len(docs[i]) for i in held)
+    segments = list(shard_segments(("web", piece), held, {"web": total}, {"web": n_val}, 10_000))
+    keys = [k for k, _ in segments]
+    train = [k for k in keys if k[1] == "train"]
+    assert len(train) == len(set(train)) == -(-(total - n_val) // 10_000)  # one slice each
+    assert {k[3] for k in keys if k[1] == "validation"} == {1}
+    by_shard: dict = {}
+    for key, seg in segments:
+        by_shard.setdefault(key, []).append(seg)
+    seen = []
+    for key, segs in sorted(by_shard.items()):
+        (row,) = WriteShards(str(tmp_path / "out"), 16384, {}).process((key, iter(segs)))
+        _h, tokens, offsets = shards.decode((tmp_path / "out" / row["path"]).read_bytes())
+        got = [bytes(tokens[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        want = [i for i in ids if (i in held) == (key[1] == "validation")
+                and int(shard_index(np.array([zlib.crc32(i.encode())], np.uint32), key[3])[0]) == key[2]]
+        assert sorted(got) == sorted(bytes(docs[i]) for i in want), key
+        seen += want
+    assert sorted(seen) == sorted(ids)
 
 
 def test_bad_tokenizer_is_one_line(tmp_path):

@@ -36,6 +36,9 @@ def _pair_text(first, second) -> str | None:
 
 _PLAIN = (str, int, bool, type(None))
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LENIENT_JSON = json.JSONDecoder(strict=False)
+"""strict=False: raw control characters inside strings are kept, not a reject (one
+decoder for every line: ``json.loads`` with an option builds a new one per call)."""
 """A JSON escape of a surrogate code point: the only way a line decoded as UTF-8 can
 parse to a string that is not valid Unicode."""
 
@@ -49,8 +52,9 @@ def _repair(row: dict, fixed: dict, strings_valid: bool = False) -> dict:
     are, without a scan of every text (nested values and floats are still checked)."""
     out = {}
     for key, value in row.items():
-        if strings_valid and type(value) in _PLAIN:
-            out[key] = value
+        if strings_valid and (type(value) in _PLAIN or type(value) is dict
+                              and all(type(v) in _PLAIN for v in value.values())):
+            out[key] = value  # a flat object (our own metadata) of plain values: strict already
             continue
         fixes: collections.Counter = collections.Counter()
         key = json_safe(key if isinstance(key, str) else str(key), fixes)
@@ -160,8 +164,7 @@ def _parse_line(line: bytes, lineno: int) -> tuple[dict, dict, bool]:
     if lineno == 1:
         text = text.removeprefix("\ufeff")
     try:
-        # strict=False: raw control characters inside strings are kept, not a reject
-        row = json.loads(text, strict=False)
+        row = _LENIENT_JSON.decode(text)
     except RecursionError:
         raise ValueError("nested too deep to parse") from None
     if not isinstance(row, dict):
