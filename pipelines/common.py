@@ -37,8 +37,8 @@ from skypile import stats
 from skypile.config import split_overrides
 from skypile.document import Document, Reject
 from skypile.files import output
-from skypile.files.readers import (RawRecord, ReaderOptions, ReadStats, UnreadableFile,
-                                   file_reject, read_file)
+from skypile.files.readers import (FileRange, RawRecord, ReaderOptions, ReadStats,
+                                   UnreadableFile, file_reject, line_ranges, read_file)
 from skypile.version import code_version, launch_command
 
 LOG = logging.getLogger("skypile")
@@ -722,6 +722,21 @@ class InputFiles(beam.PTransform):
         return (files, listed.unmatched) | "FilesAndUnmatched" >> beam.Flatten()
 
 
+def split_file(item, read_opts: Any, storage_options: dict):
+    """An input file as :class:`FileRange` s of about ``read.split_mb`` MB when it is a
+    large plain JSONL file (:func:`~skypile.files.readers.line_ranges`), else as it is:
+    the step before the names are spread, so that workers share a large file. A file
+    that cannot be opened here goes on whole, for the reader to reject."""
+    if not isinstance(item, str):
+        yield item
+        return
+    try:
+        ranges = line_ranges(item, read_opts.split_mb << 20, storage_options)
+    except (OSError, ValueError):
+        ranges = []
+    yield from ranges or [item]
+
+
 class ReadFile(StageFn):
     """A file path in; its document records out, rejects and skipped records counted.
 
@@ -732,17 +747,19 @@ class ReadFile(StageFn):
     def __init__(self, opts: ReaderOptions, storage_options: dict):
         self.opts, self.storage_options = opts, storage_options
 
-    def process(self, path: "str | Unmatched"):
+    def process(self, path: "str | FileRange | Unmatched"):
         if isinstance(path, Unmatched):
             yield self.drop_unmatched(path)
             return
+        span = path if isinstance(path, FileRange) else None
+        path = span.path if span else path
         t0 = time.monotonic()
         rs = ReadStats()
         kept = dropped = 0
         empty = False
         tick = self._ticker().tick
         try:
-            for item in read_file(path, self.opts, rs, self.storage_options):
+            for item in read_file(path, self.opts, rs, self.storage_options, span):
                 if isinstance(item, Reject):
                     dropped += 1
                     empty = item.reason == "read:empty-file"
@@ -758,11 +775,14 @@ class ReadFile(StageFn):
         self.kept_many("read", kept)  # once per file: a counter per record cost as much as parsing it
         for kind, n in rs.skipped.items():
             self._tally.skipped("read", kind, n)
-        # an empty file was read (its reject says so); one that gave nothing readable was not
-        readable = empty or kept + sum(rs.skipped.values()) + rs.records > 0
-        self._tally.note("files", "read" if readable else "unreadable")
-        self._counter("files/read" if readable else "files/unreadable").inc()
-        self._file_done(path, kept, dropped, sum(rs.skipped.values()), time.monotonic() - t0)
+        # an empty file was read (its reject says so); one that gave nothing readable was
+        # not. A file read in ranges counts once, by its first range.
+        if span is None or span.start == 0:
+            readable = empty or kept + sum(rs.skipped.values()) + rs.records > 0
+            self._tally.note("files", "read" if readable else "unreadable")
+            self._counter("files/read" if readable else "files/unreadable").inc()
+        where = f"{path} [bytes {span.start}-{span.end}]" if span else path
+        self._file_done(where, kept, dropped, sum(rs.skipped.values()), time.monotonic() - t0)
 
     FILES_PER_LINE = 100
     """With many inputs, one summary line per this many files of a worker; only a worker's

@@ -37,7 +37,7 @@ from skypile.files import output
 from skypile.jobs.tokenize import Encoder, TokenizeConfig, check
 from skypile.pipelines.common import (REJECTS, STATS, InputFiles, ReadFile,
                                       as_document, in_global_window, list_inputs, run_command,
-                                      write_outputs)
+                                      split_file, write_outputs)
 from skypile.tokens import datacard, shards
 from skypile.tokens.domains import bad_domain, hash_fraction, is_held_out
 from skypile.tokens.manifest import TOKENIZER_FILE, build_manifest, copy_tokenizer, source_roots
@@ -269,7 +269,9 @@ def _add_counts(pairs) -> tuple[int, int]:
 def build(p, files: list[str], model: str, cfg: TokenizeConfig, out: str, staging: str):
     so = cfg.storage_options
     tok = Tokenizer(model, so)
-    names = p | "Inputs" >> InputFiles(files, cfg.read, so) | "SpreadFiles" >> beam.Reshuffle()
+    names = (p | "Inputs" >> InputFiles(files, cfg.read, so)
+             | "SplitFiles" >> beam.FlatMap(split_file, cfg.read, so)  # large JSONL: ranges
+             | "SpreadFiles" >> beam.Reshuffle())
     enc = names | "ReadEncode" >> beam.ParDo(
         ReadEncode(model, cfg, source_roots(files), output.join(staging, PIECES))).with_outputs(
         REJECTS, STATS, HELD, SIZES, BREAKDOWN, main="pieces")

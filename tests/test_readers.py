@@ -178,3 +178,76 @@ def test_parquet(tmp_path):
     items, _ = read_all(f)
     assert [d.body for d in docs(items)] == ["hello"]
     assert reasons(items) == ["read:no-text-field"]
+
+
+def _whole_and_ranges(path, step, **opts):
+    """The records of ``path`` read whole, and read range by range (with the ranges)."""
+    from skypile.files.readers import line_ranges
+
+    ro = ReaderOptions(**opts)
+    whole = list(read_file(str(path), ro, ReadStats()))
+    ranges = line_ranges(str(path), step)
+    parts = [item for span in ranges for item in read_file(str(path), ro, ReadStats(), span=span)]
+    return whole, parts, ranges
+
+
+def test_a_large_jsonl_file_read_in_ranges_gives_the_same_records(tmp_path, data_dir):
+    """Real rows (Chinese Wikipedia) with the hard cases among them: rows without an id
+    (their id comes from the line number), blank lines, broken JSON, a row over the
+    size cap that spans a range boundary, a byte order mark, no final newline. Read in
+    ranges of 4 KiB, the same records and rejects, in the same order, as read whole."""
+    src = [json.loads(line)["text"] for line in
+           open(data_dir / "wiki-zh/zh_wiki_paragraphs_cmrc2018.jsonl", encoding="utf-8")][:60]
+    lines = []
+    for i, text in enumerate(src):
+        row = {"text": text} if i % 7 == 3 else {"id": f"zh-{i}", "text": text}
+        lines.append(json.dumps(row, ensure_ascii=False))
+        if i % 11 == 5:
+            lines.append("")
+        if i % 13 == 8:
+            lines.append('{"id": "broken", "text": ')
+        if i == 30:
+            lines.append(json.dumps({"id": "huge", "text": "x" * 9000}))
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8"))  # BOM, no final newline
+    whole, parts, ranges = _whole_and_ranges(path, 4096, max_record_bytes=6000)
+    assert len(ranges) > 10
+    assert [r.start for r in ranges] == sorted({r.start for r in ranges})
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
+    assert ranges[0].start == 0 and ranges[-1].end == path.stat().st_size
+    assert {"read:too-large", "read:bad-json"} <= set(reasons(whole))
+    assert len(docs(whole)) == 60
+    key = (lambda r: (r.id, r.body, r.metadata) if isinstance(r, RawRecord)
+           else (r.reason, r.id, r.detail))
+    assert [key(r) for r in parts] == [key(r) for r in whole]
+
+
+def test_only_large_plain_jsonl_files_are_split(tmp_path):
+    from skypile.files.readers import line_ranges
+
+    rows = "".join(json.dumps({"id": str(i), "text": "word " * 50}) + "\n" for i in range(400))
+    (tmp_path / "a.jsonl").write_text(rows)
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
+    (tmp_path / "gz-inside.jsonl").write_bytes(gzip.compress(rows.encode()))
+    (tmp_path / "a.txt").write_text(rows)
+    assert len(line_ranges(str(tmp_path / "a.jsonl"), 10_000)) > 5
+    assert line_ranges(str(tmp_path / "a.jsonl"), len(rows) // 2) == []  # not over 2 steps
+    assert line_ranges(str(tmp_path / "a.jsonl"), 0) == []  # split_mb=0: never
+    for name in ("a.jsonl.gz", "gz-inside.jsonl", "a.txt"):
+        assert line_ranges(str(tmp_path / name), 100) == [], name
+
+
+def test_a_range_of_a_file_that_is_not_plain_jsonl_after_all(tmp_path):
+    """The ranges were made from the name; by its bytes the file is gzip: the first range
+    reads the whole file, the others nothing (and no empty-file reject)."""
+    from skypile.files.readers import FileRange
+
+    rows = "".join(json.dumps({"id": str(i), "text": "t"}) + "\n" for i in range(20)).encode()
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(gzip.compress(rows))
+    size = path.stat().st_size
+    first = list(read_file(str(path), span=FileRange(str(path), 0, size // 2, 1)))
+    stats = ReadStats()
+    rest = list(read_file(str(path), stats=stats, span=FileRange(str(path), size // 2, size, 9)))
+    assert [r.id for r in docs(first)] == [str(i) for i in range(20)] and rest == []
+    assert stats.part

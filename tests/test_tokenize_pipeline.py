@@ -98,13 +98,17 @@ def test_domains_heldout_manifest(corpus, tmp_path):
 
 def test_same_input_same_bytes_and_megatron(corpus, tmp_path):
     """In one process and on two worker processes (other bundles, so other batches and
-    other pieces reach each shard), the same shard bytes."""
-    assert tokenize(corpus, tmp_path / "a") == 0
+    other pieces reach each shard), the same shard bytes; so too when the 4.5 MB JSONL
+    file is read in ranges of 1 MB by both workers, and the counts are the same."""
+    assert tokenize(corpus, tmp_path / "a", "--read.split_mb=0") == 0
     assert tokenize(corpus, tmp_path / "b", "--direct_running_mode", "multi_processing",
-                    "--direct_num_workers", "2") == 0
+                    "--direct_num_workers", "2", "--read.split_mb=1") == 0
     a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").glob("*/*.bin"))
     assert a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").glob("*/*.bin"))
     assert all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in a)
+    st = [json.loads((tmp_path / x / "stats.json").read_text()) for x in "ab"]
+    assert st[0]["stages"] == st[1]["stages"]
+    assert st[0]["files"] == st[1]["files"] == {"read": 2, "unreadable": 0}
     s = shards.ShardSet(str(tmp_path / "a"))
     bin_path, idx_path = shards.to_megatron(s, "web_zh", "train", str(tmp_path / "mega"))
     idx = open(idx_path, "rb").read()

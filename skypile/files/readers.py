@@ -17,8 +17,8 @@ import fsspec
 
 from skypile.document import Reject
 # the public names of every reader live in records.py; importers use them from here
-from skypile.files.records import (RawRecord, ReaderOptions, ReadStats,  # noqa: F401
-                                   UnreadableFile, file_reject)
+from skypile.files.records import (FileRange, RawRecord, ReaderOptions,  # noqa: F401
+                                   ReadStats, UnreadableFile, file_reject)
 from skypile.files.rows import jsonl_records, parquet_records, text_records, tsv_pairs
 from skypile.files.warc import WarcParser
 
@@ -60,8 +60,10 @@ def detect_format(path: str, head: bytes) -> str:
 
 def read_file(path: str, opts: ReaderOptions | None = None,
               stats: ReadStats | None = None,
-              storage_options: dict | None = None) -> Iterator[RawRecord | Reject]:
-    """Every record of one file, as RawRecords and Rejects. Raises only ``UnreadableFile``.
+              storage_options: dict | None = None,
+              span: FileRange | None = None) -> Iterator[RawRecord | Reject]:
+    """Every record of one file (or of ``span``, a range of its lines from
+    :func:`line_ranges`), as RawRecords and Rejects. Raises only ``UnreadableFile``.
 
     A file with nothing in it (0 bytes, an empty gzip, only blank lines, no rows) is one
     ``read:empty-file`` reject, so every input is accounted for.
@@ -74,17 +76,49 @@ def read_file(path: str, opts: ReaderOptions | None = None,
         raise UnreadableFile(f"{path}: {e}") from None
     try:
         seen = 0
-        for item in _records(path, raw, opts, stats):
+        for item in _records(path, raw, opts, stats, span):
             seen += 1
             yield item
-        if not seen and not stats.records and not stats.skipped:
+        if not seen and not stats.records and not stats.skipped and not stats.part:
             yield file_reject(path, "empty-file")
     finally:
         raw.close()
 
 
-def _records(path: str, raw: BinaryIO, opts: ReaderOptions, stats: ReadStats
-             ) -> Iterator[RawRecord | Reject]:
+def line_ranges(path: str, step: int, storage_options: dict | None = None) -> list[FileRange]:
+    """A plain JSONL file over ``2 * step`` bytes as ranges of about ``step`` bytes, each
+    starting at a line, with that line's number: one pass over the file, counting its
+    newlines. Any other file (compressed, another format by its name or first bytes,
+    small): ``[]``, read whole."""
+    name = path.lower()
+    if step <= 0 or not name.endswith((".jsonl", ".json", ".ndjson")):
+        return []
+    fs, local = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    size = fs.size(local)
+    with fs.open(local, "rb") as f:
+        if size <= 2 * step or f.read(4).startswith((GZIP_MAGIC, ZSTD_MAGIC, PARQUET_MAGIC)):
+            return []
+        f.seek(0)
+        starts, base, lines, target = [(0, 1)], 0, 0, step
+        while chunk := f.read(8 << 20):
+            while target - 1 < base + len(chunk):
+                at = chunk.find(b"\n", max(target - 1 - base, 0))
+                if at < 0:
+                    break  # the line goes on in the next chunk
+                start = base + at + 1
+                if size - start < step // 2:  # a last range this short joins the one before
+                    target = size + 1
+                    break
+                starts.append((start, lines + chunk.count(b"\n", 0, at + 1) + 1))
+                target = start + step
+            lines += chunk.count(b"\n")
+            base += len(chunk)
+    ends = [s for s, _ in starts[1:]] + [size]
+    return [FileRange(path, s, e, line) for (s, line), e in zip(starts, ends)]
+
+
+def _records(path: str, raw: BinaryIO, opts: ReaderOptions, stats: ReadStats,
+             span: FileRange | None = None) -> Iterator[RawRecord | Reject]:
     """The records of an open file, by the reader its bytes call for."""
     try:
         magic = raw.read(4)
@@ -95,6 +129,12 @@ def _records(path: str, raw: BinaryIO, opts: ReaderOptions, stats: ReadStats
         raise UnreadableFile(f"{path}: {e}") from None
     gz = magic.startswith(GZIP_MAGIC)
     fmt = detect_format(path, head)
+    if span is not None and (fmt != "jsonl" or gz or magic.startswith(ZSTD_MAGIC)):
+        if span.start > 0:  # not a plain JSONL file after all: the first range reads it whole
+            stats.part = True
+            return
+        span = None
+    stats.part = span is not None
     if fmt == "unknown":
         raise UnreadableFile(f"{path}: not a WARC, JSONL, Parquet, .txt or .tsv file "
                              f"(starts with {bytes(head[:12])!r})")
@@ -108,7 +148,7 @@ def _records(path: str, raw: BinaryIO, opts: ReaderOptions, stats: ReadStats
         if fmt == "warc":
             yield from WarcParser(path, stream, gz, opts, stats).records()
         elif fmt == "jsonl":
-            yield from jsonl_records(path, stream, gz, opts, stats)
+            yield from jsonl_records(path, stream, gz, opts, stats, span)
         elif fmt == "text":
             yield from text_records(path, stream, gz, stats, opts)
         elif fmt == "tsv":

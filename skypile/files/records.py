@@ -4,7 +4,7 @@ and the reject for a whole file or a byte offset in it."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from skypile.document import Origin, Reject, stable_id
 
@@ -57,12 +57,28 @@ class ReaderOptions:
     --input pattern is expanded by a worker; one that matches nothing becomes a reject
     ``read:no-match`` (counted as an unreadable input), and stats.json's ``inputs`` lists
     the patterns, since the launcher never sees the files."""
+    split_mb: int = 16
+    """``skypile tokenize``: a plain (uncompressed) JSONL file over twice this many MB is
+    read as ranges of about this size, each starting at a line, so that several workers
+    share it; line numbers stay those of the whole file. 0: one file, one reader."""
+
+
+class FileRange(NamedTuple):
+    """Lines of one file: those starting at byte ``start`` up to (not including) ``end``,
+    ``start`` being a line's first byte and ``line`` its number in the whole file."""
+
+    path: str
+    start: int
+    end: int
+    line: int
 
 
 @dataclasses.dataclass
 class ReadStats:
     records: int = 0
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    part: bool = False
+    """Only a range of the file was read: an empty range says nothing of the file."""
 
     def skip(self, kind: str) -> None:
         self.skipped[kind] = self.skipped.get(kind, 0) + 1

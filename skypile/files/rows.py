@@ -18,7 +18,8 @@ import zlib
 from typing import Any, BinaryIO, Iterator
 
 from skypile.document import Origin, Reject, json_safe, stable_id
-from skypile.files.records import STAGE, RawRecord, ReaderOptions, ReadStats, file_reject
+from skypile.files.records import (STAGE, FileRange, RawRecord, ReaderOptions, ReadStats,
+                                   file_reject)
 from skypile.text.chars import preview
 
 _SKIP_CHUNK = 1 << 20  # what is read at a time while the rest of an oversized line is skipped
@@ -118,15 +119,16 @@ def _ends_line(chunk: bytes | str) -> bool:
     return chunk[-1:] in (b"\n", "\n")
 
 
-def bounded_lines(fh, limit: int) -> Iterator[tuple[int, int, bytes | str, int]]:
-    """(line number, offset, line, size) for each line of ``fh`` (bytes or text).
+def bounded_lines(fh, limit: int, lineno: int = 0, offset: int = 0, end: int | None = None
+                  ) -> Iterator[tuple[int, int, bytes | str, int]]:
+    """(line number, offset, line, size) for each line of ``fh`` (bytes or text), counted
+    from ``lineno`` lines before, at ``offset``, up to the line that starts at ``end``.
 
     Never holds more than ``limit + 1`` units of a line: a longer line comes as its first
     ``limit + 1`` units with its full ``size`` (newline excluded), the rest read past in
     chunks. The caller rejects ``size > limit``.
     """
-    lineno = offset = 0
-    while True:
+    while end is None or offset < end:
         line = fh.readline(limit + 1)
         if not line:
             return
@@ -174,12 +176,18 @@ def _parse_line(line: bytes, lineno: int) -> tuple[dict, dict, bool]:
 
 
 def jsonl_records(path: str, stream: BinaryIO, gz: bool, opts: ReaderOptions,
-                   stats: ReadStats) -> Iterator[RawRecord | Reject]:
+                   stats: ReadStats, span: FileRange | None = None
+                   ) -> Iterator[RawRecord | Reject]:
+    """The rows of a JSONL file, or of the lines of ``span`` (a plain file's range)."""
     fh = gzip.GzipFile(fileobj=stream) if gz else stream
     cap = opts.max_record_bytes
     lineno = offset = 0
+    end = None
+    if span is not None:
+        fh.seek(span.start)
+        lineno, offset, end = span.line - 1, span.start, span.end
     try:
-        for lineno, offset, line, size in bounded_lines(fh, cap):
+        for lineno, offset, line, size in bounded_lines(fh, cap, lineno, offset, end):
             if size > cap:
                 stats.records += 1
                 yield _too_large(path, lineno, offset, line, size, cap)
