@@ -122,11 +122,12 @@ class ReadEncode(ReadFile):
             self._counter(f"{STAGE}/kept").inc(kept)
         per_source_lang: dict = {}
         for e in encoded:
-            self._waiting.setdefault(e.domain, []).append(e)
+            candidate = [is_held_out(doc_id, self.cfg.held_out) for doc_id in e.ids]
+            self._waiting.setdefault(e.domain, []).append((e, candidate))
             self._waiting_tokens += len(e.tokens)
             yield pvalue.TaggedOutput(SIZES, (e.domain, int(e.lengths.sum())))
-            for doc_id, n, key in zip(e.ids, e.lengths.tolist(), e.source_langs):
-                if is_held_out(doc_id, self.cfg.held_out):
+            for doc_id, n, key, held in zip(e.ids, e.lengths.tolist(), e.source_langs, candidate):
+                if held:
                     yield pvalue.TaggedOutput(HELD, (e.domain, (hash_fraction(doc_id), doc_id, n)))
                 docs_n, tokens_n = per_source_lang.get(key, (0, 0))
                 per_source_lang[key] = (docs_n + 1, tokens_n + n)
@@ -136,16 +137,17 @@ class ReadEncode(ReadFile):
     def _write_pieces(self):
         waiting, self._waiting, self._waiting_tokens = self._waiting, {}, 0
         for domain, batches in sorted(waiting.items()):
-            yield domain, write_piece(self.pieces, domain, batches, self.cfg.held_out,
-                                      self.cfg.storage_options)
+            yield domain, write_piece(self.pieces, domain, batches, self.cfg.storage_options)
 
 
-def write_piece(folder: str, domain: str, batches: list, held_out, storage_options: dict) -> Piece:
-    """One domain's encoded batches as a piece file under ``folder``/``domain`` (a fresh
-    name: a retried bundle's piece is simply never referenced), sorted by CRC-32 of id."""
-    ids = [i for e in batches for i in e.ids]
-    lengths = np.concatenate([e.lengths for e in batches]).astype(np.int64)
-    tokens = np.concatenate([e.tokens for e in batches])
+def write_piece(folder: str, domain: str, batches: list, storage_options: dict) -> Piece:
+    """One domain's encoded batches, each with a flag per document (whether it may be
+    held out), as a piece file under ``folder``/``domain`` (a fresh name: a retried
+    bundle's piece is simply never referenced), sorted by CRC-32 of id."""
+    ids = [i for e, _ in batches for i in e.ids]
+    lengths = np.concatenate([e.lengths for e, _ in batches]).astype(np.int64)
+    tokens = np.concatenate([e.tokens for e, _ in batches])
+    candidate = np.fromiter((c for _, flags in batches for c in flags), bool, len(ids))
     crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.uint32, len(ids))
     order = np.argsort(crc, kind="stable")
     starts = np.zeros(len(lengths), dtype=np.int64)
@@ -164,8 +166,8 @@ def write_piece(folder: str, domain: str, batches: list, held_out, storage_optio
                 chunk, held = [], 0
         if chunk:
             f.write(memoryview(np.concatenate(chunk)).cast("B"))
-    candidates = tuple((pos, ids[i]) for pos, i in enumerate(order.tolist())
-                       if is_held_out(ids[i], held_out))
+    at = np.flatnonzero(candidate[order])
+    candidates = tuple((pos, ids[i]) for pos, i in zip(at.tolist(), order[at].tolist()))
     return Piece(url, crc[order], lengths[order], candidates)
 
 
@@ -217,10 +219,11 @@ def shard_segments(kv, held: dict, sizes: dict, held_sizes: dict, shard_tokens: 
 
 class WriteShards(beam.DoFn):
     """((domain, split, index, count), segments) -> one shard file, skipped when already
-    there. Each segment is a slice of a piece file, read in one ranged read; its documents
-    stream through a :class:`~skypile.tokens.shards.ShardWriter` (a local spill file and
-    an index entry per document in memory, never the shard's tokens), and are ordered by
-    a hash of their tokens: the same bytes whatever order and grouping the runner hands
+    there. Each segment is a slice of a piece file: memory-mapped where the file is local
+    (the tokens stay in it), else read in one ranged read; its documents go through a
+    :class:`~skypile.tokens.shards.ShardWriter` (a local spill file or the piece itself,
+    and an index entry per document in memory, never the shard's tokens), and are ordered
+    by a hash of their tokens: the same bytes whatever order and grouping the runner hands
     them in."""
 
     def __init__(self, out: str, vocab_size: int, storage_options: dict):
@@ -231,17 +234,17 @@ class WriteShards(beam.DoFn):
         dtype = shards.DTYPES[shards.dtype_code(self.vocab_size)]
         with shards.ShardWriter(self.vocab_size) as shard:
             for path, first, lengths, drop in segments:
-                fs, local = output.fs_and_path(path, self.so)
-                n = int(lengths.sum())
-                tokens = np.frombuffer(fs.cat_file(local, start=first * dtype.itemsize,
-                                                   end=(first + n) * dtype.itemsize), dtype)
-                if len(tokens) != n:
-                    raise OSError(f"{path}: {len(tokens)} tokens where {n} were written")
+                keep = None
                 if drop:
                     keep = np.ones(len(lengths), bool)
                     keep[list(drop)] = False
-                    tokens, lengths = tokens[np.repeat(keep, lengths)], lengths[keep]
-                shard.add(tokens, lengths)
+                tokens = _read_segment(path, first, int(lengths.sum()), dtype, self.so)
+                if isinstance(tokens, np.memmap):  # a local piece: read where it lies
+                    shard.add_view(tokens, lengths, keep)
+                elif keep is None:
+                    shard.add(tokens, lengths)
+                else:
+                    shard.add(tokens[np.repeat(keep, lengths)], lengths[keep])
             rel = f"{domain}/{split}-{index:05d}-of-{count:05d}.bin"
             fs, path = output.fs_and_path(output.join(self.out, rel), self.so)
             status = "written"
@@ -255,6 +258,23 @@ class WriteShards(beam.DoFn):
         yield {"domain": domain, "split": split, "path": rel, "sha256": digest,
                "tokens": shard.n_tokens, "docs": shard.n_docs, "bytes": shard.size_bytes,
                "status": status}
+
+
+def _read_segment(path: str, first: int, n: int, dtype: np.dtype, storage_options: dict):
+    """Tokens ``first`` to ``first + n`` of a piece file: a read-only memory map of a local
+    file, one ranged read elsewhere; OSError when the file holds fewer."""
+    fs, local = output.fs_and_path(path, storage_options)
+    if isinstance(fs, LocalFileSystem):
+        try:
+            return np.memmap(local, dtype=dtype, mode="r", offset=first * dtype.itemsize,
+                             shape=(n,))
+        except ValueError:  # numpy's word for a file shorter than the map
+            raise OSError(f"{path}: fewer than {first + n} tokens, as were written") from None
+    tokens = np.frombuffer(fs.cat_file(local, start=first * dtype.itemsize,
+                                       end=(first + n) * dtype.itemsize), dtype)
+    if len(tokens) != n:
+        raise OSError(f"{path}: {len(tokens)} tokens where {n} were written")
+    return tokens
 
 
 def _add_counts(pairs) -> tuple[int, int]:

@@ -141,3 +141,38 @@ def test_shard_writer_bytes_depend_only_on_the_documents(tmp_path):
     with pytest.raises(ValueError, match="lengths add up"):
         with shards.ShardWriter(1000) as w:
             w.add(np.arange(5), np.array([2, 2]))
+
+
+def test_documents_left_in_local_files_give_the_same_bytes(tmp_path, monkeypatch):
+    """Packs memory-mapped from local files (add_view), some with documents left out by
+    a mask, mixed with copied packs and past the cap on views (the rest copied): the
+    same bytes as copying the same documents, and the files are never written to."""
+    rng = np.random.default_rng(4)
+    docs = _random_docs(rng, 240)
+    packs = [docs[i:i + 20] for i in range(0, 240, 20)]
+    maps = []
+    for i, pack in enumerate(packs):
+        tokens, _lengths = _packed(pack)
+        np.ascontiguousarray(tokens, dtype="<u2").tofile(tmp_path / f"p{i}")
+        maps.append(np.memmap(tmp_path / f"p{i}", dtype="<u2", mode="r"))
+    keep = [np.arange(len(p)) % 3 != 1 if i % 2 else None for i, p in enumerate(packs)]
+    monkeypatch.setattr(shards.ShardWriter, "MAX_VIEWS", 5)
+    with shards.ShardWriter(vocab_size=1000, chunk_tokens=64) as w:
+        for i, pack in enumerate(packs):
+            if i % 4 == 3:
+                chosen = [d for d, k in zip(pack, keep[i] if keep[i] is not None
+                                            else [True] * len(pack)) if k]
+                w.add(*_packed(chosen))
+            else:
+                w.add_view(maps[i], _packed(pack)[1], keep[i])
+        via_views = w.write()
+        assert len(w._views) == 5
+    with shards.ShardWriter(vocab_size=1000) as w:
+        for i, pack in enumerate(packs):
+            w.add(*_packed([d for j, d in enumerate(pack) if keep[i] is None or keep[i][j]]))
+        assert w.write() == via_views
+    assert all((tmp_path / f"p{i}").read_bytes() == np.ascontiguousarray(
+        _packed(p)[0], dtype="<u2").tobytes() for i, p in enumerate(packs))
+    with pytest.raises(ValueError, match="holds uint16"):
+        with shards.ShardWriter(1000) as w:
+            w.add_view(np.zeros(3, np.int32), np.array([3]))

@@ -172,7 +172,7 @@ def test_a_shard_reads_one_slice_of_each_piece_and_leaves_out_the_held_documents
     exactly one shard, whole."""
     from skypile.pipelines.tokenize import WriteShards, shard_index, shard_segments, write_piece
     from skypile.jobs.tokenize import Encoded
-    from skypile.tokens.domains import HeldOutConfig
+    from skypile.tokens.domains import HeldOutConfig, is_held_out
 
     rng = np.random.default_rng(3)
     ids = [f"doc-{i}" for i in range(3000)]
@@ -180,7 +180,10 @@ def test_a_shard_reads_one_slice_of_each_piece_and_leaves_out_the_held_documents
     docs = {i: rng.integers(0, 16384, size=n, dtype="<u2") for i, n in zip(ids, lengths)}
     batches = [Encoded("web", ids[a:a + 1000], np.concatenate([docs[i] for i in ids[a:a + 1000]]),
                        lengths[a:a + 1000], [("s", "en")] * 1000) for a in range(0, 3000, 1000)]
-    piece = write_piece(str(tmp_path / "pieces"), "web", batches, HeldOutConfig(fraction=0.05), {})
+    cfg = HeldOutConfig(fraction=0.05)
+    piece = write_piece(str(tmp_path / "pieces"), "web",
+                        [(e, [is_held_out(i, cfg) for i in e.ids]) for e in batches], {})
+    assert sorted(i for _, i in piece.candidates) == sorted(i for i in ids if is_held_out(i, cfg))
     assert (np.diff(piece.crc.astype(np.int64)) >= 0).all() and len(piece.crc) == 3000
     held = {doc_id: True for _pos, doc_id in piece.candidates[::2]}
     assert 50 < len(piece.candidates) < 300 and held

@@ -74,9 +74,11 @@ class Encoder:
         per domain, in domain order, and the rejects. Each document's tokens are exactly
         what ``__call__`` gives it."""
         kept, domains, rejects = [], [], []
+        checked: dict[str, str | None] = {}  # a batch's documents have few labels
         for doc in docs:
             domain = label(doc, self.cfg.labels)
-            why = bad_domain(domain)
+            why = checked[domain] if domain in checked else checked.setdefault(
+                domain, bad_domain(domain))
             if why:
                 rejects.append(Reject.of(doc, "tokenize", "bad-domain", domain=domain[:200],
                                          why=why))

@@ -16,6 +16,7 @@ held out on every run, whatever the order or sharding of the input.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import zlib
 
@@ -51,17 +52,22 @@ class LabelConfig:
 
 
 def _matches(rule: LabelRule, doc: Document) -> bool:
-    if rule.url and not re.search(rule.url, doc.url or ""):
-        return False
-    if rule.source and not re.search(rule.source, doc.source or ""):
-        return False
+    # metadata first: a few dict lookups rule most documents out before any regex runs
     for key, want in rule.metadata.items():
         have = doc.metadata.get(key)
         if isinstance(want, list) and have not in want:
             return False
         if not isinstance(want, list) and have != want:
             return False
+    if rule.url and not _pattern(rule.url).search(doc.url or ""):
+        return False
+    if rule.source and not _pattern(rule.source).search(doc.source or ""):
+        return False
     return True
+
+
+_pattern = functools.lru_cache(maxsize=256)(re.compile)
+"""A rule's regex, compiled once."""
 
 
 _FIELD = re.compile(r"\{(\w+)\}")

@@ -106,45 +106,85 @@ def doc_keys(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class ShardWriter:
     """One shard from packed documents (tokens one after the other, and each one's length)
     that come in any order and grouping, in memory that does not grow with the shard's
-    tokens: they go to an unnamed local spill file as they come, and only an index entry
-    per document (its key and length: 24 bytes, about 100 while writing) stays in memory.
-    :meth:`write` streams the shard in pieces of at most ``chunk_tokens`` (or one document,
-    if longer), its documents in key order (:func:`doc_keys`), so the bytes depend only on
-    the set of documents.
+    tokens: they go to an unnamed local spill file as they come (:meth:`add`), or stay
+    where they are when they already lie in a local file (:meth:`add_view`), and only an
+    index entry per document (its key, length and place: 36 bytes, about 120 while
+    writing) stays in memory. :meth:`write` streams the shard in pieces of at most
+    ``chunk_tokens`` (or one document, if longer), its documents in key order
+    (:func:`doc_keys`), so the bytes depend only on the set of documents.
 
     Use as a context manager (the spill file goes on exit)."""
+
+    MAX_VIEWS = 256
+    """At most this many arrays left in place (each a memory map: a file descriptor);
+    documents of further ones are copied to the spill file."""
 
     def __init__(self, vocab_size: int, spill_dir: str | None = None,
                  chunk_tokens: int = 1 << 22):
         self.code = dtype_code(vocab_size)
         self.dtype, self.chunk_tokens = DTYPES[self.code], chunk_tokens
         self._spill = tempfile.TemporaryFile(dir=spill_dir)
-        self._keys: list[np.ndarray] = []
-        self._lengths: list[np.ndarray] = []
-        self._packed = 0  # self._keys[:_packed] each joins 1024 packs
+        self._spilled = 0  # tokens in the spill file
+        self._views: list[np.ndarray] = []  # source i + 1 (source 0: the spill file)
+        # per document, in blocks: key, length, source, first token in the source
+        self._index: list[list[np.ndarray]] = [[], [], [], []]
+        self._packed = 0  # blocks [:_packed] each join 1024 blocks
         self.n_tokens = self.n_docs = 0
 
     def __enter__(self) -> "ShardWriter":
         return self
 
     def __exit__(self, *exc) -> None:
+        self._views = []
         self._spill.close()
+
+    @staticmethod
+    def _check(tokens: np.ndarray, lengths: np.ndarray) -> None:
+        if int(lengths.sum()) != len(tokens) or (lengths < 0).any():
+            raise ValueError(f"{len(tokens)} tokens, but the lengths add up to {lengths.sum()}")
 
     def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
         """Documents packed as ``tokens`` (their tokens one after the other, EOS included)
-        and ``lengths`` (each one's token count)."""
+        and ``lengths`` (each one's token count), copied to the spill file."""
         tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
         lengths = np.asarray(lengths, dtype=np.int64)
-        if int(lengths.sum()) != len(tokens) or (lengths < 0).any():
-            raise ValueError(f"{len(tokens)} tokens, but the lengths add up to {lengths.sum()}")
+        self._check(tokens, lengths)
         self._spill.write(memoryview(tokens).cast("B"))
-        self._keys.append(doc_keys(tokens, lengths))
-        self._lengths.append(lengths)
-        self.n_tokens += len(tokens)
+        self._add_index(doc_keys(tokens, lengths), lengths, 0, self._spilled + _starts(lengths))
+        self._spilled += len(tokens)
+
+    def add_view(self, tokens: np.ndarray, lengths: np.ndarray,
+                 keep: np.ndarray | None = None) -> None:
+        """Documents packed as in :meth:`add`, left where they are: ``tokens`` (in the
+        shard's dtype) must stay valid and unchanged until :meth:`write` is done, as a
+        read-only memory map of a local file does. ``keep``: which documents to take (a
+        mask; the others are left out). After MAX_VIEWS views, as :meth:`add`."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if tokens.dtype != self.dtype:
+            raise ValueError(f"tokens are {tokens.dtype}, the shard holds {self.dtype}")
+        self._check(tokens, lengths)
+        if len(self._views) >= self.MAX_VIEWS:
+            if keep is not None:
+                tokens, lengths = tokens[np.repeat(keep, lengths)], lengths[keep]
+            self.add(tokens, lengths)
+            return
+        tokens = tokens.view(np.ndarray)  # a memory map's slices cost more than a plain array's
+        keys, starts = doc_keys(tokens, lengths), _starts(lengths)
+        if keep is not None:
+            keys, lengths, starts = keys[keep], lengths[keep], starts[keep]
+        self._views.append(tokens)
+        self._add_index(keys, lengths, len(self._views), starts)
+
+    def _add_index(self, keys: np.ndarray, lengths: np.ndarray, source: int,
+                   starts: np.ndarray) -> None:
+        block = (keys, lengths, np.full(len(lengths), source, np.int32), starts)
+        for column, values in zip(self._index, block):
+            column.append(values)
+        self.n_tokens += int(lengths.sum())
         self.n_docs += len(lengths)
-        if len(self._lengths) - self._packed >= 1024:  # many small packs: one array each 1024
-            self._keys[self._packed:] = [np.concatenate(self._keys[self._packed:])]
-            self._lengths[self._packed:] = [np.concatenate(self._lengths[self._packed:])]
+        if len(self._index[0]) - self._packed >= 1024:  # many small blocks: one array each 1024
+            for column in self._index:
+                column[self._packed:] = [np.concatenate(column[self._packed:])]
             self._packed += 1
 
     @property
@@ -161,32 +201,41 @@ class ShardWriter:
             if f is not None:
                 f.write(data)
 
-        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
-        keys = np.concatenate(self._keys) if self._keys else np.zeros((0, 2), ">u8")
+        keys, lengths, sources, starts = (
+            np.concatenate(column) if column else np.zeros(shape, dtype)
+            for column, shape, dtype in zip(self._index, ((0, 2), 0, 0, 0),
+                                            (">u8", np.int64, np.int32, np.int64)))
         order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: equal keys, equal tokens
-        starts = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
         emit(_HEADER.pack(MAGIC, VERSION, self.code, self.n_tokens, self.n_docs))
         self._spill.flush()
         view = (mmap.mmap(self._spill.fileno(), 0, access=mmap.ACCESS_READ)
-                if self.n_tokens else b"")
-        spill = np.frombuffer(view, dtype=self.dtype)  # a plain array: slices cost less
+                if self._spilled else b"")
+        # plain arrays: slices cost less
+        arrays = [np.frombuffer(view, dtype=self.dtype), *self._views]
         pieces, held = [], 0
-        for start, n in zip(starts[order].tolist(), lengths[order].tolist()):
-            pieces.append(spill[start:start + n])
+        for source, start, n in zip(sources[order].tolist(), starts[order].tolist(),
+                                    lengths[order].tolist()):
+            pieces.append(arrays[source][start:start + n])
             held += n
             if held >= self.chunk_tokens:
                 emit(memoryview(np.concatenate(pieces)).cast("B"))
                 pieces, held = [], 0
         if pieces:
             emit(memoryview(np.concatenate(pieces)).cast("B"))
-        del spill, pieces
-        if self.n_tokens:
+        del arrays, pieces
+        if self._spilled:
             view.close()
         offsets = np.zeros(self.n_docs + 1, dtype="<u8")
         np.cumsum(lengths[order], out=offsets[1:])
         emit(offsets.tobytes())
         return h.hexdigest()
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each packed document starts: 0, then the running sum of the lengths."""
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
 
 
 def file_sha256(fs, path: str, block: int = 8 << 20) -> str:
