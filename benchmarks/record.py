@@ -24,12 +24,15 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def commit() -> str:
-    """The commit the figures were measured on, marked ``+dirty`` with local changes."""
+    """The commit the figures were measured on, marked ``+dirty`` with local changes
+    (other than the records themselves: a second run is not dirty for the first's)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":!benchmarks/results", ":!BENCHMARKS.md")
+    return head + ("+dirty" if changed else "")
 
 
 def record(name: str, baseline: str, baseline_value: float, ours: str, ours_value: float,
