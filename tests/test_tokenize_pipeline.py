@@ -274,6 +274,10 @@ def test_label_rules_must_name_safe_folders():
     cfg.labels.rules.append(LabelRule(domain="../up"))
     with pytest.raises(ConfigError, match="'../up' is not a folder name"):
         check(cfg)
+    cfg = TokenizeConfig()
+    cfg.read.split_mb = -1
+    with pytest.raises(ConfigError, match="read.split_mb=-1"):
+        check(cfg)
 
 
 # ---- real object storage ------------------------------------------------------------------

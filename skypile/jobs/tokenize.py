@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 
+from skypile.config import ConfigError
 from skypile.document import Document, Reject
 from skypile.files.readers import ReaderOptions
 from skypile.tokens.domains import HeldOutConfig, LabelConfig, bad_domain, check_labels, label
@@ -41,8 +42,11 @@ class TokenizeConfig:
 def check(cfg: TokenizeConfig) -> None:
     """Make ``cfg`` one this job can run: its inputs are documents already, so the reader
     accepts text records only, whatever the config says; the label rules must name safe
-    folders (ConfigError otherwise)."""
+    folders, and ``read.split_mb`` must not be negative (ConfigError otherwise)."""
     cfg.read.text_only = True
+    if cfg.read.split_mb < 0:
+        raise ConfigError(f"read.split_mb={cfg.read.split_mb}: use a size in MB, or 0 to "
+                          "read every file whole")
     check_labels(cfg.labels)
 
 
