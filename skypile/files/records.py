@@ -60,7 +60,9 @@ class ReaderOptions:
     split_mb: int = 16
     """``skypile tokenize``: a plain (uncompressed) JSONL file over twice this many MB is
     read as ranges of about this size, each starting at a line, so that several workers
-    share it; line numbers stay those of the whole file. 0: one file, one reader."""
+    share it; line numbers stay those of the whole file, which costs one extra pass over
+    the file to count them (on object storage, a second download). 0: one file, one
+    reader."""
 
 
 class FileRange(NamedTuple):
