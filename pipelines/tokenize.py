@@ -269,7 +269,7 @@ def _read_segment(path: str, first: int, n: int, dtype: np.dtype, storage_option
             return np.memmap(local, dtype=dtype, mode="r", offset=first * dtype.itemsize,
                              shape=(n,))
         except ValueError:  # numpy's word for a file shorter than the map
-            raise OSError(f"{path}: fewer than {first + n} tokens, as were written") from None
+            raise OSError(f"{path}: holds fewer than the {first + n} tokens written to it") from None
     tokens = np.frombuffer(fs.cat_file(local, start=first * dtype.itemsize,
                                        end=(first + n) * dtype.itemsize), dtype)
     if len(tokens) != n:

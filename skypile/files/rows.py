@@ -37,11 +37,11 @@ def _pair_text(first, second) -> str | None:
 
 _PLAIN = (str, int, bool, type(None))
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a surrogate code point: the only way a line decoded as UTF-8 can
+parse to a string that is not valid Unicode."""
 _LENIENT_JSON = json.JSONDecoder(strict=False)
 """strict=False: raw control characters inside strings are kept, not a reject (one
 decoder for every line: ``json.loads`` with an option builds a new one per call)."""
-"""A JSON escape of a surrogate code point: the only way a line decoded as UTF-8 can
-parse to a string that is not valid Unicode."""
 
 
 def _repair(row: dict, fixed: dict, strings_valid: bool = False) -> dict:
@@ -49,8 +49,9 @@ def _repair(row: dict, fixed: dict, strings_valid: bool = False) -> dict:
     ``fixed`` ({kind: {field: n}}), so the record can say exactly what was repaired.
 
     ``strings_valid``: the row was parsed from a JSON line without a surrogate escape,
-    so its keys and strings are valid Unicode; its flat values are then taken as they
-    are, without a scan of every text (nested values and floats are still checked)."""
+    so its keys and strings are valid Unicode; its flat values, and objects of flat
+    values, are then taken as they are, without a scan of every text (floats, lists and
+    deeper objects are still checked)."""
     out = {}
     for key, value in row.items():
         if strings_valid and (type(value) in _PLAIN or type(value) is dict
