@@ -129,11 +129,15 @@ def struct_unpack(idx: bytes):
             struct.unpack("<Q", idx[26:34])[0])
 
 
-def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path):
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path, where):
     """A runner on a cluster pages a shard's group in as the writer iterates it: the
     writer then holds a bounded part of it (the old one sorted a list of the whole
     shard). 128 MB of tokens, in 64 piece files, through WriteShards; Python's heap
-    (numpy's arrays included) peaks at a fraction of that, and the shard checks out."""
+    (numpy's arrays included) peaks at a fraction of that, and the shard checks out:
+    with local pieces (memory-mapped where they lie) and with pieces on another
+    filesystem (fsspec's memory://, read by ranged reads into the spill file)."""
+    import fsspec
     import tracemalloc
 
     from skypile.pipelines.tokenize import WriteShards
@@ -143,8 +147,12 @@ def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path):
     for i in range(64):  # what the workers left: 1 Mi tokens a piece
         lengths = rng.integers(1, 2000, size=1000)
         lengths[-1] += (1 << 20) - lengths.sum()
-        rng.integers(0, 16384, size=1 << 20, dtype="<u2").tofile(tmp_path / f"{i}.tokens")
-        files.append((str(tmp_path / f"{i}.tokens"), lengths))
+        tokens = rng.integers(0, 16384, size=1 << 20, dtype="<u2")
+        path = str(tmp_path / f"{i}.tokens") if where == "local" else \
+            f"memory://{tmp_path.name}/{i}.tokens"
+        with fsspec.open(path, "wb") as f:
+            f.write(tokens.tobytes())
+        files.append((path, lengths))
 
     def segments():  # what the runner hands over, one segment at a time
         for path, lengths in files:
@@ -163,6 +171,8 @@ def test_shard_written_in_memory_that_does_not_grow_with_it(tmp_path):
     assert peak < shard_bytes / 4, f"peak {peak / 2**20:.0f} MiB for a 128 MiB shard"
     h, _tokens, offsets = shards.decode((tmp_path / "out" / row["path"]).read_bytes())
     assert (h.n_tokens, h.n_docs, int(offsets[-1])) == (64 << 20, 64_000, 64 << 20)
+    if where == "memory":
+        fsspec.filesystem("memory").rm(f"/{tmp_path.name}", recursive=True)
 
 
 def test_a_shard_reads_one_slice_of_each_piece_and_leaves_out_the_held_documents(tmp_path):
