@@ -81,8 +81,9 @@ class Encoder:
         checked: dict[str, str | None] = {}  # a batch's documents have few labels
         for doc in docs:
             domain = label(doc, self.cfg.labels)
-            why = checked[domain] if domain in checked else checked.setdefault(
-                domain, bad_domain(domain))
+            if domain not in checked:
+                checked[domain] = bad_domain(domain)
+            why = checked[domain]
             if why:
                 rejects.append(Reject.of(doc, "tokenize", "bad-domain", domain=domain[:200],
                                          why=why))
