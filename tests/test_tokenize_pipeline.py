@@ -98,7 +98,7 @@ def test_domains_heldout_manifest(corpus, tmp_path):
 
 def test_same_input_same_bytes_and_megatron(corpus, tmp_path):
     """In one process and on two worker processes (other bundles, so other batches and
-    other pieces reach each shard), the same shard bytes; so too when the 4.5 MB JSONL
+    other pieces reach each shard), the same shard bytes; so too when the 4 MB JSONL
     file is read in ranges of 1 MB by both workers, and the counts are the same."""
     assert tokenize(corpus, tmp_path / "a", "--read.split_mb=0") == 0
     assert tokenize(corpus, tmp_path / "b", "--direct_running_mode", "multi_processing",
