@@ -386,10 +386,8 @@ class StageFn(beam.DoFn):
         return_freed_memory()
 
     def keep(self, stage: str) -> None:
-        self._tally.kept(stage)
         self._ticker().tick(stage, "kept")
-        self._counter(f"{stage}/in").inc()
-        self._counter(f"{stage}/kept").inc()
+        self.kept_many(stage, 1)
 
     def kept_many(self, stage: str, n: int) -> None:
         """``n`` records kept, counted at once (no progress tick: the caller ticks)."""

@@ -115,11 +115,7 @@ class ReadEncode(ReadFile):
         encoded, rejects = self._encoder.encode_many(docs)
         for rej in rejects:
             yield self.drop(rej)
-        kept = len(docs) - len(rejects)
-        if kept:
-            self._tally.kept(STAGE, kept)
-            self._counter(f"{STAGE}/in").inc(kept)
-            self._counter(f"{STAGE}/kept").inc(kept)
+        self.kept_many(STAGE, len(docs) - len(rejects))
         per_source_lang: dict = {}
         for e in encoded:
             candidate = [is_held_out(doc_id, self.cfg.held_out) for doc_id in e.ids]
@@ -150,22 +146,15 @@ def write_piece(folder: str, domain: str, batches: list, storage_options: dict) 
     candidate = np.fromiter((c for _, flags in batches for c in flags), bool, len(ids))
     crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.uint32, len(ids))
     order = np.argsort(crc, kind="stable")
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
+    starts = shards.doc_starts(lengths)
     url = output.join(folder, domain, f"{uuid.uuid4().hex}.tokens")
     fs, path = output.fs_and_path(url, storage_options)
     if isinstance(fs, LocalFileSystem):  # object stores have no folders
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as f:
-        chunk, held = [], 0
-        for s, n in zip(starts[order].tolist(), lengths[order].tolist()):
-            chunk.append(tokens[s:s + n])
-            held += n
-            if held >= 1 << 20:
-                f.write(memoryview(np.concatenate(chunk)).cast("B"))
-                chunk, held = [], 0
-        if chunk:
-            f.write(memoryview(np.concatenate(chunk)).cast("B"))
+        docs = (tokens[s:s + n] for s, n in zip(starts[order].tolist(), lengths[order].tolist()))
+        for chunk in shards.joined(docs, 1 << 20):
+            f.write(memoryview(chunk).cast("B"))
     at = np.flatnonzero(candidate[order])
     candidates = tuple((pos, ids[i]) for pos, i in zip(at.tolist(), order[at].tolist()))
     return Piece(url, crc[order], lengths[order], candidates)

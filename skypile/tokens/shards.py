@@ -27,7 +27,7 @@ import re
 import struct
 import tempfile
 import threading
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -150,7 +150,7 @@ class ShardWriter:
         lengths = np.asarray(lengths, dtype=np.int64)
         self._check(tokens, lengths)
         self._spill.write(memoryview(tokens).cast("B"))
-        self._add_index(doc_keys(tokens, lengths), lengths, 0, self._spilled + _starts(lengths))
+        self._add_index(doc_keys(tokens, lengths), lengths, 0, self._spilled + doc_starts(lengths))
         self._spilled += len(tokens)
 
     def add_view(self, tokens: np.ndarray, lengths: np.ndarray,
@@ -169,7 +169,7 @@ class ShardWriter:
             self.add(tokens, lengths)
             return
         tokens = tokens.view(np.ndarray)  # a memory map's slices cost more than a plain array's
-        keys, starts = doc_keys(tokens, lengths), _starts(lengths)
+        keys, starts = doc_keys(tokens, lengths), doc_starts(lengths)
         if keep is not None:
             keys, lengths, starts = keys[keep], lengths[keep], starts[keep]
         self._views.append(tokens)
@@ -212,17 +212,11 @@ class ShardWriter:
                 if self._spilled else b"")
         # plain arrays: slices cost less
         arrays = [np.frombuffer(view, dtype=self.dtype), *self._views]
-        pieces, held = [], 0
-        for source, start, n in zip(sources[order].tolist(), starts[order].tolist(),
-                                    lengths[order].tolist()):
-            pieces.append(arrays[source][start:start + n])
-            held += n
-            if held >= self.chunk_tokens:
-                emit(memoryview(np.concatenate(pieces)).cast("B"))
-                pieces, held = [], 0
-        if pieces:
-            emit(memoryview(np.concatenate(pieces)).cast("B"))
-        del arrays, pieces
+        docs = (arrays[source][start:start + n] for source, start, n in
+                zip(sources[order].tolist(), starts[order].tolist(), lengths[order].tolist()))
+        for chunk in joined(docs, self.chunk_tokens):
+            emit(memoryview(chunk).cast("B"))
+        del arrays, docs
         if self._spilled:
             view.close()
         offsets = np.zeros(self.n_docs + 1, dtype="<u8")
@@ -231,11 +225,25 @@ class ShardWriter:
         return h.hexdigest()
 
 
-def _starts(lengths: np.ndarray) -> np.ndarray:
+def doc_starts(lengths: np.ndarray) -> np.ndarray:
     """Where each packed document starts: 0, then the running sum of the lengths."""
     starts = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     return starts
+
+
+def joined(docs: Iterable[np.ndarray], chunk_tokens: int) -> Iterator[np.ndarray]:
+    """``docs`` (token arrays) joined into arrays of at least ``chunk_tokens`` tokens (the
+    last one shorter), in order: few large writes, never all of them in memory."""
+    parts, held = [], 0
+    for doc in docs:
+        parts.append(doc)
+        held += len(doc)
+        if held >= chunk_tokens:
+            yield np.concatenate(parts)
+            parts, held = [], 0
+    if parts:
+        yield np.concatenate(parts)
 
 
 def file_sha256(fs, path: str, block: int = 8 << 20) -> str:
