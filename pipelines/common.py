@@ -68,7 +68,7 @@ def local_runner():
 
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0  # read when the runner starts its server
     _stream_bundle_inputs()
-    _workers_allocator()
+    _worker_processes()
     return fn_runner.FnApiRunner()
 
 
@@ -105,10 +105,15 @@ def worker_allocator() -> str | None:
     return None
 
 
-def _workers_allocator() -> None:
-    """Worker processes of ``--direct_running_mode multi_processing`` start with
-    :func:`worker_allocator`'s library preloaded (their command line only: the launching
-    process and its other children keep their environment)."""
+BEAM_WORKER = "-m apache_beam.runners.worker.sdk_worker_main"
+SKYPILE_WORKER = "-m skypile.pipelines.worker"
+
+
+def _worker_processes() -> None:
+    """Worker processes of ``--direct_running_mode multi_processing`` start through
+    :mod:`skypile.pipelines.worker` (Beam's harness with smaller data-channel queues),
+    with :func:`worker_allocator`'s library preloaded (their command line only: the
+    launching process and its other children keep their environment)."""
     from apache_beam.runners.portability import local_job_service
 
     cls = local_job_service.SubprocessSdkWorker
@@ -118,10 +123,13 @@ def _workers_allocator() -> None:
 
     def __init__(self, worker_command_line, *args, **kwargs):
         beams_init(self, worker_command_line, *args, **kwargs)
+        command = self._worker_command_line
+        if command.endswith(BEAM_WORKER):  # the local runner's own command, not a user's
+            command = command[:-len(BEAM_WORKER)] + SKYPILE_WORKER
         lib = worker_allocator()
         if lib:
-            self._worker_command_line = (f"LD_PRELOAD={shlex.quote(lib)} "
-                                         f"{self._worker_command_line}")
+            command = f"LD_PRELOAD={shlex.quote(lib)} {command}"
+        self._worker_command_line = command
 
     __init__._skypile = True
     cls.__init__ = __init__

@@ -247,3 +247,46 @@ def test_worker_malloc_glibc_preloads_nothing(monkeypatch):
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.setenv("SKYPILE_WORKER_MALLOC", "glibc")
     _run_on_two_workers((False, False))
+
+
+def test_worker_processes_hold_small_data_queues_and_pass_larger_messages(monkeypatch):
+    """The local runner's worker processes start through ``skypile.pipelines.worker``:
+    each data-channel queue there holds ``SKYPILE_WORKER_QUEUE_MB`` (Beam's own: 100 MB
+    each), and a message larger than the queue still passes, whole."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("SKYPILE_WORKER_QUEUE_MB", "1")
+    monkeypatch.setenv("SKYPILE_WORKER_MALLOC", "glibc")
+
+    def limits(_):  # the data channels this worker process made, found in its heap
+        import gc
+
+        from apache_beam.runners.worker import data_plane
+
+        channels = [o for o in gc.get_objects() if isinstance(o, data_plane._GrpcDataChannel)]
+        yield os.getpid() != launcher, sorted({q.max_bytes for c in channels
+                                              for q in (c._to_send, c._pending_send)})
+
+    launcher = os.getpid()
+    opts = PipelineOptions(["--direct_running_mode", "multi_processing",
+                            "--direct_num_workers", "2"])
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        big = (p | beam.Create(range(24)) | beam.Reshuffle()
+               | beam.Map(lambda i: (i % 3, bytes([i]) * (3 << 20))))  # 3 MB each
+        sizes = (big | beam.GroupByKey()
+                 | beam.MapTuple(lambda k, vs: (k, sorted((v[0], len(v)) for v in vs))))
+        assert_that(sizes, equal_to([(k, [(i, 3 << 20) for i in range(k, 24, 3)])
+                                     for k in range(3)]), label="whole")
+        seen = p | "Few" >> beam.Create(range(8)) | "Spread" >> beam.Reshuffle() \
+            | beam.FlatMap(limits)
+        assert_that(seen, equal_to([(True, [1 << 20])] * 8), label="limits")
+
+
+def test_worker_queue_setting(monkeypatch):
+    from skypile.pipelines import worker
+
+    for raw, want in (("", 16 << 20), ("4", 4 << 20), ("0.5", 1 << 19), ("0", 16 << 20),
+                      ("-2", 16 << 20), ("lots", 16 << 20), ("nan", 16 << 20),
+                      ("inf", 16 << 20)):
+        monkeypatch.setenv("SKYPILE_WORKER_QUEUE_MB", raw)
+        assert worker.queue_bytes() == want, raw

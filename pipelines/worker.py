@@ -1,0 +1,55 @@
+"""Entry point of the local runner's worker processes (``--direct_running_mode
+multi_processing``): Beam's SDK harness, with smaller data-channel queues.
+
+Beam 2.77's data channel gives every worker two queues of outgoing data of up to 100 MB
+each (a staging queue and the send queue behind it) and a receive queue of up to 100 MB
+per bundle. A worker whose output goes out faster than the launcher takes it (the
+launcher runs every shuffle of the local runner) fills them: up to 200 MB of encoded
+output waiting in the worker, more as the corpus and the launcher's share of the work
+grow. Here each of those queues holds ``SKYPILE_WORKER_QUEUE_MB`` (default 16) instead;
+a message larger than that still passes alone, so nothing waits forever. The worker
+then waits for the launcher instead of running ahead of it, which costs no throughput
+where both already share the same cores.
+
+:func:`skypile.pipelines.common.local_runner` starts its worker processes through this
+module (``python -m skypile.pipelines.worker``); other runners start their own harness.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+QUEUE_MB = 16
+_ENV = "SKYPILE_WORKER_QUEUE_MB"
+
+
+def queue_bytes() -> int:
+    """Bytes each data-channel queue of a worker holds: ``SKYPILE_WORKER_QUEUE_MB``
+    (a positive number of MB below 1 TB; default 16), or the default with a warning when it is not
+    one."""
+    raw = os.environ.get(_ENV, "").strip()
+    if not raw:
+        return QUEUE_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not 0 < mb < 1 << 20:  # also NaN and infinity
+        logging.getLogger("skypile").warning(
+            "%s=%r is not a positive number of MB; worker queues hold %d MB",
+            _ENV, raw, QUEUE_MB)
+        return QUEUE_MB << 20
+    return max(1, int(mb * (1 << 20)))
+
+
+def main(argv: list[str]) -> None:
+    from apache_beam.runners.worker import data_plane, sdk_worker_main
+
+    # Read when a data channel is made, after this: the staging, send and receive queues.
+    data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = queue_bytes()
+    sdk_worker_main.main(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
