@@ -5,11 +5,13 @@ Beam 2.77's data channel gives every worker two queues of outgoing data of up to
 each (a staging queue and the send queue behind it) and a receive queue of up to 100 MB
 per bundle. A worker whose output goes out faster than the launcher takes it (the
 launcher runs every shuffle of the local runner) fills them: up to 200 MB of encoded
-output waiting in the worker, more as the corpus and the launcher's share of the work
-grow. Here each of those queues holds ``SKYPILE_WORKER_QUEUE_MB`` (default 16) instead;
-a message larger than that still passes alone, so nothing waits forever. The worker
-then waits for the launcher instead of running ahead of it, which costs no throughput
-where both already share the same cores.
+output waiting in the worker, which a launcher with more to shuffle (a larger corpus)
+leaves fuller. Here each of those queues holds ``SKYPILE_WORKER_QUEUE_MB`` (default 16)
+instead; a message larger than that still passes alone, so nothing waits forever. The
+worker then waits for the launcher instead of running ahead of it: on 2 cores, a web
+worker's peak at 100k pages fell from 1.09 to 0.94 GiB, for about 4% more wall time on
+the 14-file web benchmark (BENCHMARKS.md). ``SKYPILE_WORKER_QUEUE_MB=100`` gives Beam's
+sizes back.
 
 :func:`skypile.pipelines.common.local_runner` starts its worker processes through this
 module (``python -m skypile.pipelines.worker``); other runners start their own harness.
@@ -25,9 +27,9 @@ _ENV = "SKYPILE_WORKER_QUEUE_MB"
 
 
 def queue_bytes() -> int:
-    """Bytes each data-channel queue of a worker holds: ``SKYPILE_WORKER_QUEUE_MB``
-    (a positive number of MB below 1 TB; default 16), or the default with a warning when it is not
-    one."""
+    """Bytes each data-channel queue of a worker holds: ``SKYPILE_WORKER_QUEUE_MB``, a
+    positive number of MB below 1 TB (default 16); anything else gives the default, with
+    a warning."""
     raw = os.environ.get(_ENV, "").strip()
     if not raw:
         return QUEUE_MB << 20
