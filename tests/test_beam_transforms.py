@@ -243,6 +243,41 @@ def test_worker_processes_preload_jemalloc_the_launcher_keeps_its_own(monkeypatc
     assert "LD_PRELOAD" not in os.environ
 
 
+def _workers_see_jemalloc_options(expected):
+    """Every worker process reads ``expected`` = jemalloc's (``opt.dirty_decay_ms``,
+    ``opt.background_thread``)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    def read(_):  # defined here: pickled by value for the worker processes
+        import ctypes as c
+
+        mallctl = c.CDLL(None).mallctl
+        decay, on = c.c_ssize_t(0), c.c_bool(False)
+        for name, value in ((b"opt.dirty_decay_ms", decay), (b"opt.background_thread", on)):
+            size = c.c_size_t(c.sizeof(value))
+            assert mallctl(name, c.byref(value), c.byref(size), None, 0) == 0, name
+        yield decay.value, on.value
+
+    opts = PipelineOptions(["--direct_running_mode", "multi_processing",
+                            "--direct_num_workers", "2"])
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        seen = p | beam.Create(range(20)) | beam.Reshuffle() | beam.FlatMap(read)
+        assert_that(seen, equal_to([expected] * 20))
+
+
+@pytest.mark.skipif(not ctypes.util.find_library("jemalloc"),
+                    reason="libjemalloc2 is not installed (make installs it)")
+def test_worker_jemalloc_returns_freed_pages_soon_unless_told_otherwise(monkeypatch):
+    """Workers that preload jemalloc run it with a background thread and a one-second
+    decay (jemalloc's own: ten seconds, no thread); a MALLOC_CONF the user set is kept."""
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("SKYPILE_WORKER_MALLOC", raising=False)
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    _workers_see_jemalloc_options((1000, True))
+    monkeypatch.setenv("MALLOC_CONF", "dirty_decay_ms:5000")
+    _workers_see_jemalloc_options((5000, False))
+
+
 def test_worker_malloc_glibc_preloads_nothing(monkeypatch):
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.setenv("SKYPILE_WORKER_MALLOC", "glibc")

@@ -194,6 +194,29 @@ def test_block_verdicts_count_hosts_and_documents():
     assert dedup.host_of(doc("x", "t")) == "#x"
 
 
+def test_block_counts_combine_into_one_partial_per_key():
+    """The workers' pre-combining table holds up to 100,000 keys per bundle; each holds one
+    partial count, where Beam's wrapper of a plain function buffers up to ten lines."""
+    from skypile.pipelines.dedup import Folded, _sum_with_line
+
+    counts = [(1, 1, 1, f"line {i % 7}") for i in range(50)]
+    fold = Folded(dedup.merge_block_counts)
+    acc = fold.create_accumulator()
+    for c in counts:
+        acc = fold.add_input(acc, c)
+    assert acc == dedup.merge_block_counts(counts) == (50, 50, 1, "line 0")
+    halves = [fold.create_accumulator(), fold.create_accumulator()]
+    for i, c in enumerate(counts):
+        halves[i % 2] = fold.add_input(halves[i % 2], c)
+    assert fold.merge_accumulators(halves + [fold.create_accumulator()]) == acc
+    assert beam.CombineFn.maybe_from_callable(_sum_with_line).add_input(
+        [], (1, "a")) == [(1, "a")]  # Beam's wrapper: a list that grows to ten values
+    pairs = [(("h", "site"), (1, "b")), (("h", "site"), (2, "a")), (("g", "site"), (1, "c"))]
+    with pipeline() as p:
+        out = p | beam.Create(pairs) | beam.CombinePerKey(Folded(_sum_with_line))
+        assert_that(out, equal_to([(("h", "site"), (3, "a")), (("g", "site"), (1, "c"))]))
+
+
 def test_repeated_ids_are_never_both_lost():
     docs = [doc("same", "one and the same text"), doc("same", "one and the same text"),
             doc("other", "different words entirely")]
