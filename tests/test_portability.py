@@ -216,6 +216,16 @@ def test_compose_file_follows_the_compose_spec_and_runs_the_pool_as_a_sidecar():
     assert tm.get("deploy", {}).get("replicas", 1) == 1  # one pool per task manager
 
 
+def test_worker_image_runs_jemalloc_as_the_local_workers_do():
+    from pathlib import Path
+
+    from skypile.pipelines.common import JEMALLOC, JEMALLOC_CONF
+
+    text = (Path(__file__).resolve().parents[1] / "docker" / "Dockerfile.worker").read_text()
+    assert f"LD_PRELOAD={JEMALLOC}" in text
+    assert f"MALLOC_CONF={JEMALLOC_CONF}" in text
+
+
 def test_docker_readme_runs_what_the_portable_runner_test_runs():
     """docker/README.md's Flink command uses the flags tests/test_portable_runner.py runs."""
     from pathlib import Path
