@@ -215,20 +215,27 @@ def test_each_worker_process_gives_freed_memory_back(monkeypatch):
                     equal_to([]), label="NotTheLauncher")
 
 
-def _run_on_two_workers(expected):
-    """Every element's worker process has ``expected`` = (jemalloc mapped in the process,
-    LD_PRELOAD set in its environment)."""
+def _on_two_workers(probe, expected):
+    """``probe`` (a function of a dummy element, yielding one value) gives ``expected`` for
+    each of 20 elements spread over two worker processes. Define ``probe`` inside the
+    caller, so that it is pickled by value for the workers."""
     from apache_beam.options.pipeline_options import PipelineOptions
-
-    def mapped(_):  # defined here: pickled by value for the worker processes
-        with open("/proc/self/maps") as fh:
-            yield "libjemalloc" in fh.read(), bool(os.environ.get("LD_PRELOAD"))
 
     opts = PipelineOptions(["--direct_running_mode", "multi_processing",
                             "--direct_num_workers", "2"])
     with beam.Pipeline(runner=local_runner(), options=opts) as p:
-        seen = p | beam.Create(range(20)) | beam.Reshuffle() | beam.FlatMap(mapped)
+        seen = p | beam.Create(range(20)) | beam.Reshuffle() | beam.FlatMap(probe)
         assert_that(seen, equal_to([expected] * 20))
+
+
+def _run_on_two_workers(expected):
+    """Every element's worker process has ``expected`` = (jemalloc mapped in the process,
+    LD_PRELOAD set in its environment)."""
+    def mapped(_):
+        with open("/proc/self/maps") as fh:
+            yield "libjemalloc" in fh.read(), bool(os.environ.get("LD_PRELOAD"))
+
+    _on_two_workers(mapped, expected)
 
 
 @pytest.mark.skipif(not ctypes.util.find_library("jemalloc"),
@@ -246,9 +253,7 @@ def test_worker_processes_preload_jemalloc_the_launcher_keeps_its_own(monkeypatc
 def _workers_see_jemalloc_options(expected):
     """Every worker process reads ``expected`` = jemalloc's (``opt.dirty_decay_ms``,
     ``opt.background_thread``)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    def read(_):  # defined here: pickled by value for the worker processes
+    def read(_):
         import ctypes as c
 
         mallctl = c.CDLL(None).mallctl
@@ -258,11 +263,7 @@ def _workers_see_jemalloc_options(expected):
             assert mallctl(name, c.byref(value), c.byref(size), None, 0) == 0, name
         yield decay.value, on.value
 
-    opts = PipelineOptions(["--direct_running_mode", "multi_processing",
-                            "--direct_num_workers", "2"])
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
-        seen = p | beam.Create(range(20)) | beam.Reshuffle() | beam.FlatMap(read)
-        assert_that(seen, equal_to([expected] * 20))
+    _on_two_workers(read, expected)
 
 
 @pytest.mark.skipif(not ctypes.util.find_library("jemalloc"),
