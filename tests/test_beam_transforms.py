@@ -318,6 +318,35 @@ def test_worker_processes_hold_small_data_queues_and_pass_larger_messages(monkey
         assert_that(seen, equal_to([(True, [1 << 20])] * 8), label="limits")
 
 
+def test_worker_processes_let_go_of_a_finished_stages_output_buffer(monkeypatch):
+    """A bundle's output buffer (Beam keeps it, closed, in the worker's cached processor of
+    that stage) is dropped when the bundle ends: a later stage's worker holds none of the
+    6 MB an earlier stage sent."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("SKYPILE_WORKER_MALLOC", "glibc")
+
+    def held(_):  # bytes in the closed output buffers of this worker's earlier stages
+        import gc
+
+        from apache_beam.runners.worker.bundle_processor import DataOutputOperation
+
+        yield sum(len(op.output_stream.get()) for op in gc.get_objects()
+                  if isinstance(op, DataOutputOperation)
+                  and getattr(op, "output_stream", None) is not None)
+
+    opts = PipelineOptions(["--direct_running_mode", "multi_processing",
+                            "--direct_num_workers", "2"])
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        sent = (p | beam.Create(range(24)) | "Spread" >> beam.Reshuffle()
+                | beam.Map(lambda i: (i % 4, bytes([i]) * (256 << 10))))  # 6 MB in all
+        sizes = (sent | beam.GroupByKey()
+                 | beam.MapTuple(lambda k, vs: sum(len(v) for v in vs)))
+        assert_that(sizes, equal_to([6 * (256 << 10)] * 4), label="whole")
+        after = sizes | "Again" >> beam.Reshuffle() | beam.FlatMap(held)
+        assert_that(after | beam.Filter(lambda b: b > 64 << 10), equal_to([]), label="held")
+
+
 def test_worker_queue_setting(monkeypatch):
     from skypile.pipelines import worker
 
