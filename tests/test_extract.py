@@ -221,8 +221,9 @@ FORM_PAGE = ("<html><head><title>Feedback</title></head><body><form action='/sen
 
 def test_speed_routes_give_the_same_text(data_dir, monkeypatch):
     """The speed routes of ``main_text`` (one parse for both passes, trafilatura's parser
-    with a class lookup in C, its readability / justext comparison skipped where moot)
-    leave the text and the clean-up counts exactly as the unchanged library gives them."""
+    with a class lookup in C, its readability / justext comparison skipped where moot, its
+    attribute-testing XPaths compiled to Python) leave the text and the clean-up counts
+    exactly as the unchanged library gives them."""
     import trafilatura
     import trafilatura.core
     from lxml import html as lxml_html
@@ -245,8 +246,18 @@ def test_speed_routes_give_the_same_text(data_dir, monkeypatch):
     monkeypatch.setattr(trafilatura.core, "compare_extraction",
                         getattr(compare, "__wrapped__", compare))
     HTML_PARSER.set_element_class_lookup(lxml_html.HtmlElementClassLookup())
+    in_lists = [(where, key, where[key]) for where, key, _ in ext.XPATH_SWAPS if isinstance(where, list)]
+    for where, key, original in ext.XPATH_SWAPS:  # lxml's XPath objects, as released
+        if isinstance(where, list):
+            where[key] = original
+        else:
+            monkeypatch.setattr(where, key, original)
     monkeypatch.setattr(ext, "_patched", False)
-    expected = [_straightforward(page) for page in pages]
+    try:
+        expected = [_straightforward(page) for page in pages]
+    finally:
+        for where, key, compiled in in_lists:
+            where[key] = compiled
 
     verdicts = []
     moot = ext._comparison_is_moot
@@ -258,3 +269,33 @@ def test_speed_routes_give_the_same_text(data_dir, monkeypatch):
         "trafilatura changed: check _comparison_is_moot against its compare_extraction"
     assert True in verdicts and False in verdicts  # both ways were taken
     assert any(text for text, _ in expected[3:])  # real pages, real text
+
+
+def test_compiled_xpaths_select_what_lxml_selects_on_real_pages(data_dir, monkeypatch):
+    """Every call trafilatura makes to a compiled XPath while extracting real pages gives
+    the elements lxml gives, in the same order (the compiled path is the one measured)."""
+    import skypile.text.extract as ext
+    from skypile.files.payload import decode_text
+    from skypile.text.xpath_subset import CompiledXPath
+
+    ext._speed_up_trafilatura()
+    assert len(ext.XPATH_SWAPS) >= 10  # trafilatura's pruning expressions are covered
+    calls, differ = [], []
+    run = CompiledXPath.__call__
+
+    def both(self, node, **variables):
+        got, want = run(self, node, **variables), self.original(node, **variables)
+        calls.append(self.path)
+        if got != want:
+            differ.append(" ".join(self.path.split())[:80])
+        return got
+
+    monkeypatch.setattr(CompiledXPath, "__call__", both)
+    for lang in ("en", "zh"):
+        folder = data_dir / f"extraction-{lang}"
+        for path in sorted((folder / "html").glob("*.html*"))[:40]:
+            raw = path.read_bytes()
+            html = decode_text(gzip.decompress(raw) if path.suffix == ".gz" else raw)[0]
+            ext.main_text(html, "", ExtractConfig())
+    assert differ == []
+    assert len(calls) > 500 and len(set(calls)) >= 8
