@@ -1,5 +1,6 @@
 """Dedup maths on hand-built text, and each dedup transform under a real Beam runner."""
 
+import functools
 import json
 
 import apache_beam as beam
@@ -20,6 +21,61 @@ def test_normalize_full_width_punctuation_case_whitespace():
     assert dedup.normalize("Ｈｅｌｌｏ，　Ｗｏｒｌｄ！\n\tＡＢＣ １２３") == "hello world abc 123"
     assert dedup.normalize("你好，世界。“引号”") == "你好 世界 引号"
     assert dedup.normalize("Hello,   world!!") == dedup.normalize("hello world")
+
+
+@functools.lru_cache(maxsize=1)
+def _definition_table() -> dict[int, str]:
+    import sys
+    import unicodedata
+
+    return {cp: " " for cp in range(sys.maxunicode + 1)
+            if (c := unicodedata.category(chr(cp)))[0] in "PSZ" or c in ("Cc", "Cf")}
+
+
+def _normalize_by_definition(text: str) -> str:
+    """normalize() as first written: a translate table built from the Unicode database
+    for every code point, a regex for private use and surrogates, a regex for runs of
+    whitespace."""
+    import re
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text).lower().translate(_definition_table())
+    text = re.sub("[\ud800-\uf8ff\U000f0000-\U0010ffff]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def test_normalize_keeps_its_definition_on_every_code_point():
+    """Each block of 1,024 code points, each one between two letters, normalises as the
+    definition says (the faster table must not change a dedup key)."""
+    texts = ["x".join(chr(cp) for cp in range(start, start + 1024))
+             for start in range(0, 0x110000, 1024)]
+    texts += ["  Ｈｅｌｌｏ，\u3000Ｗｏｒｌｄ！\n\t\x85ＡＢＣ\u2028１２３\ue000end  ", "", " \t\n"]
+    for t in texts:
+        assert dedup.normalize(t) == _normalize_by_definition(t), repr(t[:3])
+    assert dedup.normalize(texts[-3]) == "hello world abc 123 end"
+
+
+def test_signatures_are_datasketchs_minhash_of_the_shingle_set():
+    from datasketch import MinHash
+
+    cfg = dedup.MinHashConfig()
+    hasher = dedup.MinHasher(cfg)
+    for text in ["The quick brown fox jumps over the lazy dog again and again and again",
+                 "今天天气很好，我们去公园散步吧。明天也许会下雨。",
+                 "short", "repeated words " * 300]:
+        reference = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)  # datasketch's own sha1_hash32
+        reference.update_batch(sorted(dedup.shingles(text, cfg)))
+        assert (hasher.signature(text) == reference.hashvalues.astype(np.uint32)).all()
+
+
+def test_long_texts_are_shingled_as_a_stream_the_same_way(monkeypatch):
+    cfg = dedup.MinHashConfig(ngram_words=3, ngram_chars=2)
+    texts = ["one two three four five six seven", "一二三四五六七八九十 mixed words", "a b",
+             "中文", "solo", ""]
+    listed = [list(dedup.iter_shingles(t, cfg)) for t in texts]
+    monkeypatch.setattr(dedup, "SHINGLE_LIST_CHARS", 0)
+    assert [list(dedup.iter_shingles(t, cfg)) for t in texts] == listed
+    assert listed[0][0] == b"one two three" and listed[1][0] == "一 二".encode()
 
 
 def test_tokens_split_cjk_into_characters():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import re
 import unicodedata
 from skypile.text.chars import CJK_CHARS
@@ -24,6 +25,12 @@ _TERMINAL = tuple(".!?。！？…\"”’)）」』:：;；")
 def units(line: str) -> int:
     """Length in reading units: CJK characters plus words of space-delimited scripts."""
     return len(_UNIT.findall(line))
+
+
+def units_upto(text: str, cap: int) -> int:
+    """``min(units(text), cap)``, reading no further into the text than the cap needs
+    (a threshold test on a whole page need not count all of it)."""
+    return sum(1 for _ in itertools.islice(_UNIT.finditer(text), cap))
 
 
 @dataclasses.dataclass

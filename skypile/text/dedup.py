@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import re
 import struct
-import sys
 import unicodedata
 import urllib.parse
 from typing import Iterator
@@ -31,22 +31,32 @@ from skypile.text.chars import CJK, CJK_CHARS
 _CJK_CHARS = CJK_CHARS
 _CJK = CJK
 _TOKENS = re.compile(f"[{_CJK_CHARS}]|[^\\s{_CJK_CHARS}]+")
-_SPACE = re.compile(r"\s+")
 
 
-_TO_SPACE: dict[int, str] | None = None
-# private use and surrogates: three ranges, cheaper as a regex than as table entries
-_PRIVATE = re.compile("[\ud800-\uf8ff\U000f0000-\U0010ffff]")
+class _ToSpace(dict):
+    """The ``str.translate`` table of :func:`normalize`: every punctuation, symbol,
+    separator, control, format, private-use and surrogate character -> space, every other
+    character -> itself.
+
+    A character is looked up in the Unicode database the first time it is seen and
+    remembered, so translate finds every character it meets (a character missing from a
+    translate table costs a raised and caught KeyError, which made normalising most of
+    the work). At most :data:`_TABLE_CAP` characters are remembered.
+    """
+
+    def __missing__(self, cp: int) -> int | str:
+        cat = unicodedata.category(chr(cp))
+        if cat[0] in "PSZ" or cat in ("Cc", "Cf") or 0xD800 <= cp <= 0xF8FF or cp >= 0xF0000:
+            value: int | str = " "
+        else:
+            value = cp
+        if len(self) < _TABLE_CAP:
+            self[cp] = value
+        return value
 
 
-def _to_space() -> dict[int, str]:
-    """str.translate table: every assigned punctuation, symbol, separator, control and
-    format character -> space (built once; about 11k entries)."""
-    global _TO_SPACE
-    if _TO_SPACE is None:
-        _TO_SPACE = {cp: " " for cp in range(sys.maxunicode + 1)
-                     if (c := unicodedata.category(chr(cp)))[0] in "PSZ" or c in ("Cc", "Cf")}
-    return _TO_SPACE
+_TABLE_CAP = 1 << 18
+_TO_SPACE = _ToSpace()
 
 
 def normalize(text: str) -> str:
@@ -56,8 +66,9 @@ def normalize(text: str) -> str:
     punctuation / symbols / separators / controls / private-use characters to spaces, runs
     of whitespace to one space. (Unassigned code points are kept as they are.)
     """
-    text = unicodedata.normalize("NFKC", text).lower().translate(_to_space())
-    return _SPACE.sub(" ", _PRIVATE.sub(" ", text)).strip()
+    # every whitespace character is a separator or a control, so after the table the
+    # only whitespace left is " ", and split() / join() collapses and trims it
+    return " ".join(unicodedata.normalize("NFKC", text).lower().translate(_TO_SPACE).split())
 
 
 def tokens(text: str) -> list[str]:
@@ -174,10 +185,19 @@ def shingles(text: str, cfg: MinHashConfig) -> set[bytes]:
     return set(iter_shingles(text, cfg))
 
 
+SHINGLE_LIST_CHARS = 1 << 20
+"""Normalised texts up to this many characters are shingled from a list of their tokens;
+longer ones as a stream, in memory that does not grow with the text."""
+
+
 def iter_shingles(text: str, cfg: MinHashConfig) -> Iterator[bytes]:
-    """The shingles of :func:`shingles` one at a time (repeats included), without a list
-    of the text's tokens: memory stays at a few copies of the text, whatever its size."""
+    """The shingles of :func:`shingles` one at a time (repeats included). A text over
+    :data:`SHINGLE_LIST_CHARS` is never held as a list of its tokens: memory stays at a few
+    copies of the text, whatever its size."""
     norm = normalize(text)
+    if len(norm) <= SHINGLE_LIST_CHARS:
+        yield from _shingle_list(norm, cfg)
+        return
     count = cjk = 0
     for m in _TOKENS.finditer(norm):  # a first pass decides the shingle kind (is_cjk)
         count += 1
@@ -196,6 +216,27 @@ def iter_shingles(text: str, cfg: MinHashConfig) -> Iterator[bytes]:
         yield " ".join(window).encode("utf-8")
 
 
+def _shingle_list(norm: str, cfg: MinHashConfig) -> list[bytes]:
+    """:func:`iter_shingles` of a short normalised text, from the list of its tokens."""
+    toks = _TOKENS.findall(norm)
+    if not toks:
+        return []
+    # a one-character token is CJK exactly when it is a CJK character, and a CJK
+    # character is always a token of its own: count them in the text
+    cjk = len(norm) - len(_CJK.sub("", norm))
+    n = cfg.ngram_chars if cjk * 2 > len(toks) else cfg.ngram_words
+    if len(toks) <= n:
+        return [" ".join(toks).encode("utf-8")]
+    return [" ".join(toks[i:i + n]).encode("utf-8") for i in range(len(toks) - n + 1)]
+
+
+def _sha1_32(data: bytes) -> int:
+    """datasketch's ``sha1_hash32`` (the first 4 bytes of SHA-1, little-endian), in one
+    call fewer per shingle."""
+    return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
+
+
+@functools.lru_cache(maxsize=64)
 def lsh_params(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, int]:
     """Bands and rows (b * r <= num_perm) minimising the weighted error around threshold.
 
@@ -229,7 +270,7 @@ class MinHasher:
         from datasketch import MinHash
 
         self.cfg = cfg
-        self._template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
+        self._template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=_sha1_32)
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.fn_weight)
 
     def signature(self, text: str) -> np.ndarray | None:
@@ -243,7 +284,7 @@ class MinHasher:
         m, empty = self._template.copy(), True
         stream = iter_shingles(text, self.cfg)
         while chunk := list(itertools.islice(stream, SIGNATURE_CHUNK)):
-            m.update_batch(chunk)
+            m.update_batch(set(chunk))  # a repeat cannot lower the minimum
             empty = False
         return None if empty else m.hashvalues.astype(np.uint32)
 

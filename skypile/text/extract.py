@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from skypile.files import payload
 from skypile.text.chars import preview
-from skypile.text.cleanup import CleanupConfig, clean_text, units
+from skypile.text.cleanup import CleanupConfig, clean_text, units_upto
 from skypile.text.markup import (fast_metadata, looks_like_html, markup_profile, nesting_depth,
                                  rough_text, unwrap_unknown_root)
 from skypile.text.sandbox import Sandbox, SandboxError
@@ -186,7 +186,8 @@ def _page_text_bound() -> int:
         if _VISIBLE_TEXT is None:
             from lxml import etree
 
-            _VISIBLE_TEXT = etree.XPath("//text()[not(parent::script or parent::style)]")
+            _VISIBLE_TEXT = etree.XPath("//text()[not(parent::script or parent::style)]",
+                                       smart_strings=False)  # plain strings: no parent links
         _page.bound = len(" ".join("".join(_VISIBLE_TEXT(_page.tree)).split()))
     return _page.bound
 
@@ -264,12 +265,13 @@ def main_text(html: str, url: str, cfg: ExtractConfig) -> dict[str, Any]:
         if tree is not None:  # trafilatura returns nothing for a page it cannot parse
             result = _trafilatura(tree, html, url, cfg.favor_precision, cfg.include_tables, full)
         text, removed = _clean(result, cfg.cleanup)
-        if tree is not None and cfg.favor_precision and units(text) < cfg.short_page_units:
+        n = units_upto(text, cfg.short_page_units)
+        if tree is not None and cfg.favor_precision and n < cfg.short_page_units:
             # precision mode sometimes settles on a teaser block; balanced mode gets a
             # second look at short results and the longer clean text wins
             second = _trafilatura(tree, html, url, False, cfg.include_tables, full)
             text2, removed2 = _clean(second, cfg.cleanup)
-            if units(text2) > units(text):
+            if units_upto(text2, n + 1) > n:  # n is the whole count here: it is under the cap
                 result, text, removed = second, text2, removed2
     finally:
         _page.tree = _page.bound = None
@@ -402,7 +404,7 @@ class Extractor:
         if not result["found"]:
             raise ExtractError("no-main-text")
         text, removed = result["text"], result["removed"]
-        if units(text) < self.cfg.cleanup.min_doc_units:
+        if units_upto(text, self.cfg.cleanup.min_doc_units) < self.cfg.cleanup.min_doc_units:
             raise ExtractError("boilerplate-only", removed=removed)
         meta.update(title=result["title"], date=result["date"], cleanup_removed=removed)
         if result["sitename"]:

@@ -253,19 +253,34 @@ def _translate_table(src: str, dst: str) -> dict[int, int | None]:
 
 
 class _Gen:
+    """Python source for a predicate. Each attribute is read once per element, into a
+    local (``a0``, ``a1``, ...: None when absent) made before the test."""
+
     def __init__(self):
         self.consts: dict[str, Any] = {"_first_of": _first_of}
+        self.attrs: dict[str, str] = {}
 
     def const(self, value: Any, prefix: str) -> str:
         name = f"{prefix}{len(self.consts)}"
         self.consts[name] = value
         return name
 
+    def var(self, attr: str) -> str:
+        return self.attrs.setdefault(attr, f"a{len(self.attrs)}")
+
+    def reads(self) -> str:
+        """The statements that read the attributes, one per line."""
+        return "".join(f"        {v} = g({a!r})\n" for a, v in self.attrs.items())
+
     def string(self, node: tuple) -> str:
         if node[0] == "attr":
             attrs = node[1]
             if len(attrs) == 1:
-                return f"(g({attrs[0]!r}) or '')"
+                return f"({self.var(attrs[0])} or '')"
+            if len(attrs) == 2:  # one of them there: its value; both: their order decides
+                x, y = self.var(attrs[0]), self.var(attrs[1])
+                return (f"(({x} if {x} is not None else {y} if {y} is not None else '') "
+                        f"if {x} is None or {y} is None else _first_of(el, {attrs!r}))")
             return f"_first_of(el, {attrs!r})"
         _, attrs, src, dst = node
         table = self.const(_translate_table(src, dst), "T")
@@ -284,9 +299,9 @@ class _Gen:
         if kind == "desc":
             return f"(next(el.iterdescendants({node[1]!r}), None) is not None)"
         if kind == "has":
-            return "(" + " or ".join(f"g({a!r}) is not None" for a in node[1]) + ")"
+            return "(" + " or ".join(f"{self.var(a)} is not None" for a in node[1]) + ")"
         if kind == "eq":
-            return "(" + " or ".join(f"g({a!r}) == {node[2]!r}" for a in node[1]) + ")"
+            return "(" + " or ".join(f"{self.var(a)} == {node[2]!r}" for a in node[1]) + ")"
         if kind == "contains":
             return f"({node[2]!r} in {self.string(node[1])})"
         if kind == "starts-with":
@@ -339,6 +354,7 @@ def compile_xpath(source: str) -> Callable[[etree._Element], list]:
         "    append = out.append\n"
         f"    for el in node.iterdescendants({tag_args}):\n"
         "        g = el.get\n"
+        + gen.reads() +
         f"        if {test}:\n"
         f"            {hit}\n"
         "    return out\n")
