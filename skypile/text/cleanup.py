@@ -76,6 +76,7 @@ _NON_WORD = re.compile(r"\W+")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 _NUMERIC_CELL = re.compile(r"[\W\d_]*\d[\W\d_]*\w{0,3}")
 _BLANKS = re.compile(r"[ \t\u00a0\u3000]+")
+_ODD_BLANK = re.compile(r"[\t\u00a0\u3000]|  ")
 
 
 def _norm(s: str) -> str:
@@ -97,9 +98,16 @@ def _is_data_row(cells: list[str]) -> bool:
     return len(cells) >= 3 and numeric * 2 >= len(cells)
 
 
+_NAV_MARK = re.compile(r"[|｜·•»«›>＞/┊】\]]")
+"""A character that every separator of ``_NAV_SPLIT`` contains: a line without one is a
+single segment, told without splitting it."""
+
+
 def _is_navigation(line: str, n_units: int, cfg: CleanupConfig) -> bool:
     if n_units <= cfg.boilerplate_max_units and _BREADCRUMB.search(line):
         return True
+    if cfg.nav_min_segments > 1 and not _NAV_MARK.search(line):
+        return False
     segments = [s for s in _NAV_SPLIT.split(line) if s.strip()]
     if len(segments) < cfg.nav_min_segments:
         return False
@@ -175,7 +183,8 @@ def clean_text(text: str, title: str = "",
         else:
             pieces = [raw]
         for piece in pieces:
-            line = _BLANKS.sub(" ", piece).strip()
+            # only runs of blanks other than one space change under the substitution
+            line = (_BLANKS.sub(" ", piece) if _ODD_BLANK.search(piece) else piece).strip()
             rule = _classify(line, page_title, cfg)
             if rule is None:
                 out.append(line)
