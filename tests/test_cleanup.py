@@ -75,3 +75,22 @@ def test_data_table_rows_are_kept():
     text = "| 1 | Kyle Busch | 5040 | 5 |\n| 2 | Martin Truex Jr. | 5035 | 7 |"
     cleaned, removed = clean_text(text, "")
     assert cleaned == text and removed == {}
+
+
+def test_lines_without_a_separator_character_are_one_segment():
+    """The shortcut before the navigation split: every separator the split knows holds a
+    character of ``_NAV_MARK``, so a line without one splits into itself alone."""
+    import random
+
+    from skypile.text import cleanup
+
+    separators = ["\\|", "|", "｜", "·", "•", "»", "«", "›", ">>", "->", "＞", ">", "/ ", " /",
+                  "┊", "】【", "] [", "]["]
+    for sep in separators:
+        assert cleanup._NAV_SPLIT.search(f"a{sep}b") and cleanup._NAV_MARK.search(sep), sep
+    rng = random.Random(3)
+    alphabet = list("ab 中文-_.,:;!?()[]{}<+=~\t") + separators
+    for _ in range(3000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        if not cleanup._NAV_MARK.search(line):
+            assert len([s for s in cleanup._NAV_SPLIT.split(line) if s.strip()]) <= 1, line
