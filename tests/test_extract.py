@@ -299,3 +299,23 @@ def test_compiled_xpaths_select_what_lxml_selects_on_real_pages(data_dir, monkey
             ext.main_text(html, "", ExtractConfig())
     assert differ == []
     assert len(calls) > 500 and len(set(calls)) >= 8
+
+
+def test_trafilatura_as_released_on_request():
+    """SKYPILE_TRAFILATURA_AS_RELEASED=1 turns the speed changes off (the "routes off" run
+    of the web benchmark), in the process and in its sandboxes."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import trafilatura.core as c, trafilatura.xpaths as x; "
+            "import skypile.text.extract as e; e._speed_up_trafilatura(); "
+            "print(len(e.XPATH_SWAPS), hasattr(c.compare_extraction, '__wrapped__'), "
+            "type(x.OVERALL_DISCARD_XPATH[0]).__name__)")
+    runs = {}
+    for value in ("1", "0"):
+        env = dict(os.environ, SKYPILE_TRAFILATURA_AS_RELEASED=value)
+        runs[value] = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                     capture_output=True, text=True).stdout.split()
+    assert runs["1"] == ["0", "False", "XPath"]
+    assert runs["0"][1:] == ["True", "CompiledXPath"] and int(runs["0"][0]) >= 10

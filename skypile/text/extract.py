@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -103,6 +104,9 @@ def _speed_up_trafilatura() -> None:
     global _patched
     if _patched:
         return
+    if os.environ.get(AS_RELEASED_ENV, "").strip() not in ("", "0"):
+        _patched = True  # trafilatura as released: to check that the changes keep the text
+        return
     import trafilatura
     import trafilatura.core
     from lxml import etree
@@ -166,6 +170,11 @@ def _record(where: Any, key: Any, original: Any) -> None:
     if not any(w is where and k == key for w, k, _ in XPATH_SWAPS):
         XPATH_SWAPS.append((where, key, original))
 
+
+AS_RELEASED_ENV = "SKYPILE_TRAFILATURA_AS_RELEASED"
+"""Set to 1 (in the environment of the workers and sandboxes) to run trafilatura without
+the changes of :func:`_speed_up_trafilatura`: the same commit's "routes off" run, whose
+kept documents must be the same (BENCHMARKS.md)."""
 
 COMPARISON_CHECKED_ON = "2.3.1"
 """The trafilatura release whose ``compare_extraction`` :func:`_comparison_is_moot` mirrors."""
