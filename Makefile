@@ -181,6 +181,7 @@ bench: demo datatrove-venv
 	$(PY) benchmarks/scale.py --what web --docs 2500,5000,10000 --workers 2
 	$(PY) benchmarks/eval.py --demo $(DEMO_OUT)
 	$(PY) benchmarks/trainer.py --preset debug --batch 4 --seq 256 --steps 10
+	$(PY) benchmarks/extract_routes.py
 	for run in 1 2 3; do $(PY) benchmarks/vs_datatrove.py --workers 2 || exit 1; done
 	$(PY) benchmarks/table.py
 

@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datatrove-python", default=str(REPO / ".cache/datatrove-venv/bin/python"))
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="keep both systems' outputs here (e.g. to compare kept ids across runs)")
+    ap.add_argument("--routes-off", action="store_true",
+                    help="also run SkyPile with trafilatura as released "
+                         "(SKYPILE_TRAFILATURA_AS_RELEASED=1) and compare the kept documents")
     args = ap.parse_args(argv)
     data = Path(args.data).resolve()
     if not Path(args.datatrove_python).exists():
@@ -185,6 +188,19 @@ def main(argv: list[str] | None = None) -> int:
                               "url_drops": stats.get("url", {}).get("dropped", {})}
         print("skypile:", json.dumps(results["skypile"]), flush=True)
         pages = stats["read"]["kept"]
+        if args.routes_off:  # the same commit and input, the speed changes switched off
+            off = cmd[:cmd.index("--output") + 1] + [str(tmp / "ours-off")] + cmd[cmd.index("--output") + 2:]
+            s_off, _ = timed(off, dict(our_env, SKYPILE_TRAFILATURA_AS_RELEASED="1"), tmp / "ours-off.log")
+            on_docs = {d["id"]: d["text"] for d in read_docs(tmp / "ours/docs")}
+            off_docs = {d["id"]: d["text"] for d in read_docs(tmp / "ours-off/docs")}
+            same_stats = (json.loads((tmp / "ours-off/stats.json").read_text())["stages"] == stats)
+            results["routes_off"] = {
+                "seconds": s_off, "kept": len(off_docs),
+                "kept_only_with_routes": sorted(set(on_docs) - set(off_docs)),
+                "kept_only_without": sorted(set(off_docs) - set(on_docs)),
+                "texts_differ": sorted(k for k in set(on_docs) & set(off_docs) if on_docs[k] != off_docs[k]),
+                "same_stage_counts": same_stats}
+            print("routes off:", json.dumps(results["routes_off"]), flush=True)
 
         # -- extraction F1 through each system's own reader and extractor
         gt = [data / "extraction-en/pages.warc.gz", data / "extraction-zh/pages.warc.gz"]
