@@ -22,7 +22,9 @@ The subset, with XPath 1.0's meaning kept exactly:
   when none is there) or ``translate(@a, 'AB', 'ab')``.
 
 ``re:test`` is compiled with Python's ``re`` as lxml does (``re.IGNORECASE`` for the
-``i`` flag): the same regex engine on the same string. Equality against a union is true
+``i`` flag): the same regex engine on the same string. The prefix ``re`` is taken to name
+EXSLT's regular expressions, as in trafilatura (the source of an ``etree.XPath`` does not
+say which namespace a prefix had). Equality against a union is true
 when any of its attributes equals the literal, as in XPath.
 """
 
