@@ -125,18 +125,18 @@ class _Parser:
 
     # ---- predicates ----
     def or_(self) -> tuple:
-        terms = [self.and_()]
-        while self.at("or"):
-            self.take("or")
-            terms.append(self.and_())
-        return terms[0] if len(terms) == 1 else ("or", terms)
+        return self.joined("or", self.and_)
 
     def and_(self) -> tuple:
-        terms = [self.unary()]
-        while self.at("and"):
-            self.take("and")
-            terms.append(self.unary())
-        return terms[0] if len(terms) == 1 else ("and", terms)
+        return self.joined("and", self.unary)
+
+    def joined(self, word: str, term: Callable[[], tuple]) -> tuple:
+        """``term (word term)*``: one term alone, or (word, [terms])."""
+        terms = [term()]
+        while self.at(word):
+            self.take(word)
+            terms.append(term())
+        return terms[0] if len(terms) == 1 else (word, terms)
 
     def unary(self) -> tuple:
         tok = self.peek()
