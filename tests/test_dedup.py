@@ -45,7 +45,7 @@ def _normalize_by_definition(text: str) -> str:
 
 
 def test_normalize_keeps_its_definition_on_every_code_point():
-    """Each block of 1,024 code points, each one between two letters, normalises as the
+    """Each block of 1,024 code points, separated by a letter, normalises as the
     definition says (the faster table must not change a dedup key)."""
     texts = ["x".join(chr(cp) for cp in range(start, start + 1024))
              for start in range(0, 0x110000, 1024)]
